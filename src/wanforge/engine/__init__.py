@@ -1,0 +1,1 @@
+"""wanforge.engine"""

@@ -1,0 +1,3 @@
+from wanforge.cli import app
+
+app(prog_name="wanforge")

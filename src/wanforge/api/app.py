@@ -1,0 +1,33 @@
+"""The FastAPI app factory. This process never imports torch: the model lives in workers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from wanforge import __version__
+from wanforge.api import routes_health, routes_media, routes_predictions
+from wanforge.api.deps import AppState
+from wanforge.api.errors import install_handlers
+from wanforge.config import Settings
+from wanforge.media.storage import LocalStorage
+from wanforge.store.db import Database
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    """Build the app; the database is expected to be migrated already (see `wanforge serve`)."""
+    app = FastAPI(
+        title="wanforge",
+        version=__version__,
+        description="Self-hosted Wan 2.2 image-to-video and I2V LoRA training, "
+        "wire-compatible with the WaveSpeed v3 API.",
+    )
+    app.state.wanforge = AppState(
+        settings=settings,
+        db=db or Database(settings.resolved_database_url()),
+        storage=LocalStorage(settings.storage_dir),
+    )
+    install_handlers(app)
+    app.include_router(routes_health.router)
+    app.include_router(routes_media.router)
+    app.include_router(routes_predictions.router)  # last: it ends with the unknown-model catch-all
+    return app

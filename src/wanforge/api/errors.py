@@ -1,0 +1,77 @@
+"""API errors and the WaveSpeed envelope: every answer is `{code, message, data}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# task and request error codes of the WaveSpeed v3 API
+MISSING_PARAMETER = 1400
+INVALID_PARAMETER = 1401
+MEDIA_ACCESS_FAILED = 1402
+TASK_FAILED = 1403
+INTERNAL = 5000
+UNAVAILABLE = 5003
+TIMEOUT = 5004
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code if code is not None else status
+        self.message = message
+
+
+def envelope(data: Any, *, code: int = 200, message: str = "success") -> dict[str, Any]:
+    return {"code": code, "message": message, "data": data}
+
+
+def error_response(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content=envelope(None, code=code, message=message))
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
+    """Turn pydantic errors into (1400 | 1401, message naming the field)."""
+    missing = [_field_name(tuple(e["loc"])) for e in errors if e.get("type") == "missing"]
+    if missing:
+        if missing == ["body"]:
+            return MISSING_PARAMETER, "missing request body: send a JSON object of the model's inputs"
+        extra = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        return MISSING_PARAMETER, f"missing required parameter: {missing[0]}{extra}"
+    first = errors[0]
+    field = _field_name(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        return INVALID_PARAMETER, "request body is not valid JSON"
+    if field == "body":
+        return INVALID_PARAMETER, f"invalid request body: {first.get('msg', 'invalid')}"
+    detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return INVALID_PARAMETER, f"invalid parameter {field}: {detail}"
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        code, message = validation_message(list(exc.errors()))
+        return error_response(400, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        return error_response(500, INTERNAL, f"internal error: {type(exc).__name__}")

@@ -1,0 +1,147 @@
+"""Uploads in both forms the SDKs use, and the artifact files themselves.
+
+- `POST /api/v3/media/upload/binary` (multipart `file`) answers `data.download_url`.
+- `POST /api/v3/media/uploads` answers a PUT ticket plus `data.download_url`; the PUT carries a
+  one-time token in its URL (like a presigned URL), because the SDK sends it without the API key.
+- `GET /files/{key}` serves uploads and outputs under unguessable keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import FileResponse
+
+from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
+from wanforge.api.errors import INVALID_PARAMETER, ApiError, envelope
+from wanforge.api.wire import UploadOut, UploadTicketIn, file_url
+from wanforge.media.errors import MediaError, TooLarge
+from wanforge.store import uploads
+
+router = APIRouter(tags=["media"])
+
+CHUNK = 1024 * 1024
+
+
+def _content_type(filename: str, given: str | None) -> str:
+    return given or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+async def _chunks_of(file: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await file.read(CHUNK):
+        yield chunk
+
+
+@router.post("/api/v3/media/upload/binary")
+async def upload_binary(
+    state: StateDep, key: KeyDep, base: BaseUrlDep, file: UploadFile = File(...)
+) -> dict[str, Any]:
+    """Upload one file as multipart/form-data (field `file`)."""
+    filename = file.filename or "upload"
+    storage_key = state.storage.new_key("uploads", filename)
+    try:
+        size = await state.storage.write_async_stream(
+            storage_key, _chunks_of(file), max_bytes=state.settings.max_upload_bytes
+        )
+    except TooLarge as exc:
+        raise ApiError(413, str(exc), INVALID_PARAMETER) from exc
+    except MediaError as exc:
+        raise ApiError(400, str(exc), INVALID_PARAMETER) from exc
+    content_type = _content_type(filename, file.content_type)
+    row = await asyncio.to_thread(
+        uploads.create_upload,
+        state.db,
+        key=storage_key,
+        filename=filename,
+        content_type=content_type,
+        declared_size=size,
+        put_token=None,
+        api_key_id=key.id,
+    )
+    await asyncio.to_thread(uploads.mark_complete, state.db, row.id, size)
+    out = UploadOut(
+        download_url=file_url(base, storage_key), filename=filename, size=size, content_type=content_type
+    )
+    return envelope(out.model_dump())
+
+
+@router.post("/api/v3/media/uploads")
+def create_upload_ticket(
+    body: UploadTicketIn, state: StateDep, key: KeyDep, base: BaseUrlDep
+) -> dict[str, Any]:
+    """Start an upload: answers where to PUT the bytes and the URL they will have."""
+    if body.size is not None and body.size > state.settings.max_upload_bytes:
+        raise ApiError(
+            413,
+            f"invalid parameter size: {body.size} bytes is over the upload limit of "
+            f"{state.settings.max_upload_bytes} bytes",
+            INVALID_PARAMETER,
+        )
+    content_type = _content_type(body.filename, body.content_type)
+    storage_key = state.storage.new_key("uploads", body.filename)
+    token = secrets.token_urlsafe(32)
+    row = uploads.create_upload(
+        state.db,
+        key=storage_key,
+        filename=body.filename,
+        content_type=content_type,
+        declared_size=body.size,
+        put_token=token,
+        api_key_id=key.id,
+    )
+    return envelope(
+        {
+            "id": row.id,
+            "upload": {
+                "method": "PUT",
+                "url": f"{base}/api/v3/media/uploads/{row.id}?token={token}",
+                "headers": {"Content-Type": content_type},
+            },
+            "download_url": file_url(base, storage_key),
+            "filename": body.filename,
+        }
+    )
+
+
+@router.put("/api/v3/media/uploads/{upload_id}")
+async def put_upload(upload_id: str, token: str, request: Request, state: StateDep) -> dict[str, Any]:
+    """Receive the bytes of a ticketed upload (authorised by the ticket's one-time token)."""
+    row = await asyncio.to_thread(uploads.get_upload, state.db, upload_id)
+    if row is None or not uploads.token_matches(row, token):
+        raise ApiError(404, "upload ticket not found, already used, or wrong token")
+    limit = state.settings.max_upload_bytes
+    if row.declared_size is not None:
+        limit = min(limit, row.declared_size)
+    try:
+        size = await state.storage.write_async_stream(row.key, request.stream(), max_bytes=limit)
+    except TooLarge as exc:
+        raise ApiError(
+            413, f"{exc} (the size declared when the upload was created)", INVALID_PARAMETER
+        ) from exc
+    if row.declared_size is not None and size != row.declared_size:
+        await asyncio.to_thread(state.storage.delete, row.key)
+        raise ApiError(
+            400,
+            f"upload is {size} bytes but the ticket declared {row.declared_size}; nothing was kept",
+            INVALID_PARAMETER,
+        )
+    await asyncio.to_thread(uploads.mark_complete, state.db, row.id, size)
+    return envelope({"id": row.id, "size": size})
+
+
+@router.get("/files/{key:path}", include_in_schema=True, tags=["files"])
+def get_file(key: str, state: StateDep) -> FileResponse:
+    """An upload or an output. Keys are unguessable; whoever has the URL can read the file."""
+    try:
+        path = state.storage.path(key)
+    except MediaError as exc:
+        raise ApiError(404, "file not found") from exc
+    if not path.is_file():
+        raise ApiError(404, "file not found")
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media_type, filename=path.name)

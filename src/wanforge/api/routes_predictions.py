@@ -1,0 +1,138 @@
+"""Prediction routes: one submit route per model in the catalog, result, list, delete, cancel."""
+
+# no `from __future__ import annotations`: FastAPI reads each submit route's body type at runtime
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
+from wanforge.api.errors import TIMEOUT, ApiError, envelope
+from wanforge.api.wire import DeleteIn, ListIn, PredictionEnvelope, prediction_out
+from wanforge.catalog import MODELS, ModelSpec
+from wanforge.store import jobs
+
+router = APIRouter(prefix="/api/v3", tags=["predictions"])
+
+
+async def _wait_until_done(state: StateDep, prediction_id: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = await asyncio.to_thread(jobs.get_prediction, state.db, prediction_id)
+        if row is None or row.status in jobs.TERMINAL:
+            return True
+        await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    return False
+
+
+def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
+    input_model = spec.input_model
+
+    async def submit(body: input_model, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:  # type: ignore[valid-type]
+        assert isinstance(body, BaseModel)
+        model_input: BaseModel = body
+        sync = bool(getattr(body, "enable_sync_mode", False))
+        row = await asyncio.to_thread(
+            jobs.create_prediction,
+            state.db,
+            model=spec.id,
+            kind=spec.kind.value,
+            input=model_input.model_dump(mode="json", exclude={"enable_sync_mode"}),
+            server_base=base,
+            max_attempts=state.settings.max_attempts,
+            api_key_id=key.id,
+        )
+        if sync:
+            done = await _wait_until_done(state, row.id, state.settings.sync_mode_timeout_s)
+            latest = await asyncio.to_thread(jobs.get_prediction, state.db, row.id)
+            data = prediction_out(latest or row, base)
+            if not done:
+                data.error = (
+                    f"Sync mode timed out after {state.settings.sync_mode_timeout_s:g}s; "
+                    f"the task is still running, query {data.urls.get}"
+                )
+                return envelope(data.model_dump(), code=TIMEOUT, message="sync mode timed out")
+            return envelope(data.model_dump())
+        return envelope(prediction_out(row, base).model_dump())
+
+    submit.__name__ = "submit_" + spec.id.replace("/", "_").replace("-", "_").replace(".", "_")
+    submit.__doc__ = f"{spec.summary}. Body: {input_model.__name__}."
+    return submit
+
+
+for _spec in MODELS.values():
+    router.add_api_route(
+        f"/{_spec.id}",
+        _make_submit(_spec),
+        methods=["POST"],
+        response_model=PredictionEnvelope,
+        summary=f"Submit: {_spec.summary}",
+        name=_spec.id,
+    )
+
+
+def _get(state: StateDep, prediction_id: str, base: str, with_logs: bool) -> dict[str, Any]:
+    row = jobs.get_prediction(state.db, prediction_id)
+    if row is None:
+        raise ApiError(404, f"prediction {prediction_id} not found")
+    return envelope(prediction_out(row, base, with_logs=with_logs).model_dump())
+
+
+@router.get("/predictions/{prediction_id}/result", response_model=PredictionEnvelope)
+def get_result(prediction_id: str, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+    """The prediction's current state; outputs once completed."""
+    return _get(state, prediction_id, base, with_logs=False)
+
+
+@router.get("/predictions/{prediction_id}", response_model=PredictionEnvelope)
+def get_prediction(prediction_id: str, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+    """The prediction with its job log."""
+    return _get(state, prediction_id, base, with_logs=True)
+
+
+@router.post("/predictions")
+def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+    """Predictions, newest first, filtered by model, status and creation time."""
+    page = jobs.list_predictions(
+        state.db,
+        page=body.page,
+        page_size=body.page_size,
+        model=body.model,
+        status=body.status,
+        created_after=body.created_after.replace(tzinfo=None) if body.created_after else None,
+        created_before=body.created_before.replace(tzinfo=None) if body.created_before else None,
+    )
+    return envelope(
+        {
+            "items": [prediction_out(r, base).model_dump() for r in page.items],
+            "page": body.page,
+            "page_size": body.page_size,
+            "total": page.total,
+        }
+    )
+
+
+@router.post("/predictions/delete")
+def delete_predictions(body: DeleteIn, state: StateDep, _key: KeyDep) -> dict[str, Any]:
+    """Delete finished predictions; running ones are cancelled."""
+    for prediction_id in body.ids:
+        jobs.request_cancel(state.db, prediction_id)
+    deleted = jobs.delete_predictions(state.db, body.ids)
+    return envelope({"deleted": deleted, "cancelled": [i for i in body.ids if i not in deleted]})
+
+
+@router.delete("/predictions/{prediction_id}", response_model=PredictionEnvelope)
+def cancel_prediction(prediction_id: str, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+    """Cancel a prediction: at once if queued, between steps if running."""
+    row = jobs.request_cancel(state.db, prediction_id)
+    if row is None:
+        raise ApiError(404, f"prediction {prediction_id} not found")
+    return envelope(prediction_out(row, base).model_dump())
+
+
+@router.post("/{model_id:path}", include_in_schema=False)
+def unknown_model(model_id: str, request: Request, _key: KeyDep) -> None:
+    raise ApiError(404, f"unknown model '{model_id}'; this server offers: {', '.join(sorted(MODELS))}")

@@ -1,0 +1,141 @@
+"""The models this server offers: id -> input schema, task kind, resolution, defaults and bounds.
+
+The input models are the wire contract of each model's request body (WaveSpeed v3). They are
+pydantic models so the API validates them and documents them in the OpenAPI schema, and the
+worker re-reads the stored input with the same class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MEDIA_URL_HINT = "must be an http(s) URL, an upload URL of this server (/files/...) or a data: URI"
+
+
+def check_media_url(value: str) -> str:
+    """A cheap shape check at submission; the worker does the real (safe) fetch."""
+    v = value.strip()
+    lowered = v.lower()
+    if lowered.startswith(("http://", "https://")) and len(v) > len("https://"):
+        return v
+    if lowered.startswith("data:") or v.startswith("/files/"):
+        return v
+    raise ValueError(MEDIA_URL_HINT)
+
+
+class ModelInput(BaseModel):
+    """Fields every model accepts besides its own inputs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    enable_sync_mode: bool = Field(
+        default=False,
+        description="Wait for the result in the submit request (best effort; falls back to polling).",
+    )
+
+
+class TaskKind(StrEnum):
+    GENERATE = "generate"
+    TRAIN = "train"
+
+
+class I2VInput(ModelInput):
+    """Alibaba Wan 2.2 I2V Plus: one image and a prompt to a 5-second video."""
+
+    image: str = Field(
+        description="The image for generating the output: an http(s) URL, an upload URL of this server, "
+        "or a data: URI.",
+        min_length=1,
+    )
+    prompt: str = Field(description="The positive prompt for the generation.", min_length=1)
+    negative_prompt: str = Field(default="", description="The negative prompt for the generation.")
+    duration: Literal[5] = Field(default=5, description="The duration of the generated media in seconds.")
+    enable_prompt_expansion: bool = Field(
+        default=False, description="If set to true, the prompt optimizer will be enabled."
+    )
+    seed: int = Field(
+        default=-1,
+        ge=-1,
+        le=2147483647,
+        description="The random seed to use for the generation. -1 means a random seed will be used.",
+    )
+
+    _image_url = field_validator("image")(check_media_url)
+
+    @field_validator("enable_prompt_expansion")
+    @classmethod
+    def _expansion_configured(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("prompt expansion is not configured on this server; send false")
+        return value
+
+
+class LoraTrainerInput(ModelInput):
+    """Wan 2.2 I2V LoRA trainer: a ZIP of videos (and same-name .txt captions) to two LoRAs."""
+
+    data: str = Field(
+        min_length=1,
+        description="URL of a ZIP file containing videos, and optionally text files with captions that "
+        "have the same name as the video they describe.",
+    )
+    trigger_word: str = Field(
+        default="p3r5on",
+        min_length=1,
+        max_length=200,
+        description="The phrase that will trigger the model to generate a video.",
+    )
+    steps: int = Field(default=100, ge=50, le=1500, description="Number of steps to train the LoRA on.")
+    learning_rate: float = Field(default=0.0002, ge=0.0, le=1.0)
+    lora_rank: int = Field(default=32, ge=1, le=128)
+
+    _data_url = field_validator("data")(check_media_url)
+
+    @field_validator("trigger_word")
+    @classmethod
+    def _trigger_word_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    kind: TaskKind
+    input_model: type[BaseModel]
+    resolution: str | None = None
+    summary: str = ""
+
+
+def _i2v(resolution: str) -> ModelSpec:
+    return ModelSpec(
+        id=f"alibaba/wan-2.2/i2v-plus-{resolution}",
+        kind=TaskKind.GENERATE,
+        input_model=I2VInput,
+        resolution=resolution,
+        summary=f"Wan 2.2 image-to-video, 5 s at {resolution}",
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.id: spec
+    for spec in (
+        _i2v("480p"),
+        _i2v("720p"),
+        _i2v("1080p"),
+        ModelSpec(
+            id="wavespeed-ai/wan-2.2-i2v-lora-trainer",
+            kind=TaskKind.TRAIN,
+            input_model=LoraTrainerInput,
+            summary="Wan 2.2 I2V LoRA trainer: two LoRAs (high-noise and low-noise expert)",
+        ),
+    )
+}
+
+
+def get_model(model_id: str) -> ModelSpec | None:
+    return MODELS.get(model_id.strip("/"))

@@ -1,0 +1,185 @@
+"""The `wanforge` command: serve, worker, generate, train, keys."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from wanforge.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-hosted Wan 2.2 image-to-video.")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed).")
+app.add_typer(keys_app, name="keys")
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="data directory [env WANFORGE_DATA_DIR; ./wanforge-data]")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="'demo' or a local Wan2.2-I2V-A14B-Diffusers directory [env WANFORGE_MODEL]"
+    ),
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL [env WANFORGE_DATABASE_URL]")
+]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Environment first, then any CLI flag that was given."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _open_db(settings: Settings) -> Any:
+    from wanforge.store.db import Database
+    from wanforge.store.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    upgrade(url)
+    return Database(url)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address [env WANFORGE_HOST; 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env WANFORGE_PORT; 8000]")] = None,
+    data_dir: DataDirOpt = None,
+    model: ModelOpt = None,
+    database_url: DbOpt = None,
+    workers: Annotated[int, typer.Option(help="worker processes to run beside the API")] = 1,
+) -> None:
+    """Run the API and worker process(es) on the embedded default (SQLite + a local directory)."""
+    import uvicorn
+
+    from wanforge.api.app import create_app
+    from wanforge.store.keys import create_key, ensure_key, has_active_key
+    from wanforge.worker.supervisor import WorkerSupervisor
+
+    _logging()
+    settings = load_settings(host=host, port=port, data_dir=data_dir, model=model, database_url=database_url)
+    db = _open_db(settings)
+    if settings.api_key:
+        ensure_key(db, settings.api_key)
+    elif not has_active_key(db):
+        plaintext, _ = create_key(db, "created at first start")
+        typer.secho(f"\nNew API key (shown once, stored hashed):\n\n    {plaintext}\n", fg="green", bold=True)
+    env = {"WANFORGE_MODEL": settings.model, "WANFORGE_DATA_DIR": str(settings.data_dir)}
+    supervisors = [
+        WorkerSupervisor(data_dir=settings.data_dir, database_url=settings.resolved_database_url(), env=env)
+        for _ in range(max(0, workers))
+    ]
+    for sup in supervisors:
+        sup.start()
+    typer.echo(f"wanforge serving model '{settings.model}' on http://{settings.host}:{settings.port}")
+    try:
+        uvicorn.run(create_app(settings, db), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        for sup in supervisors:
+            sup.stop()
+
+
+@app.command()
+def worker(data_dir: DataDirOpt = None, database_url: DbOpt = None, model: ModelOpt = None) -> None:
+    """Run one worker process: load the model, then claim and run jobs from the store."""
+    from wanforge.worker.loop import WorkerLoop
+
+    _logging()
+    settings = load_settings(data_dir=data_dir, database_url=database_url, model=model)
+    loop = WorkerLoop(settings, _open_db(settings))
+    loop.install_signal_handlers()
+    loop.run_forever()
+
+
+@app.command()
+def generate(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="input image")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="what should happen")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output .mp4")] = Path("out.mp4"),
+    resolution: Annotated[str, typer.Option(help="480p | 720p | 1080p")] = "720p",
+    seed: Annotated[int, typer.Option(help="-1 = random")] = -1,
+    negative_prompt: Annotated[str, typer.Option("--negative-prompt")] = "",
+    model: ModelOpt = None,
+) -> None:
+    """Make one video from the command line, without a server."""
+    from rich.progress import Progress
+
+    from wanforge.engine.generate import Engine, GenerationRequest, resolve_seed
+    from wanforge.engine.loading import load_pipeline
+    from wanforge.engine.video import write_mp4
+    from wanforge.media.images import decode_image
+
+    if resolution not in ("480p", "720p", "1080p"):
+        raise typer.BadParameter("must be 480p, 720p or 1080p", param_hint="--resolution")
+    if not -1 <= seed <= 2147483647:
+        raise typer.BadParameter("must be -1 or 0..2147483647", param_hint="--seed")
+    settings = load_settings(model=model)
+    img = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
+    with Progress() as progress:
+        task = progress.add_task(f"loading {settings.model}", total=None)
+        engine = Engine(
+            load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
+        )
+        used_seed = resolve_seed(seed)
+        progress.update(task, description=f"denoising (seed {used_seed})")
+        result = engine.generate(
+            GenerationRequest(
+                image=img,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                resolution=resolution,
+                seed=used_seed,
+            ),
+            on_step=lambda i, n: progress.update(task, completed=i, total=n),
+        )
+        progress.update(task, description="encoding")
+        write_mp4(result.frames, out, result.fps)
+    typer.echo(f"{out}: {result.width}x{result.height}, {result.frames.shape[0]} frames, seed {used_seed}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="a label")] = "",
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Create a key and print it (once)."""
+    from wanforge.store.keys import create_key
+
+    plaintext, row = create_key(_open_db(load_settings(data_dir=data_dir, database_url=database_url)), name)
+    typer.echo(plaintext)
+    typer.echo(f"id {row.id}", err=True)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
+    """List keys (prefix only; keys are stored hashed)."""
+    from wanforge.store.keys import list_keys
+
+    for row in list_keys(_open_db(load_settings(data_dir=data_dir, database_url=database_url))):
+        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+        typer.echo(f"{row.id}  {row.prefix}…  {state:<24}  {row.created_at:%Y-%m-%d %H:%M}  {row.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="key id, or the start of the key")],
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Revoke a key by id or prefix."""
+    from wanforge.store.keys import revoke_key
+
+    rows = revoke_key(_open_db(load_settings(data_dir=data_dir, database_url=database_url)), key_id)
+    if len(rows) != 1:
+        typer.secho(f"{len(rows)} active keys match {key_id!r}; nothing revoked", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {rows[0].id} ({rows[0].prefix}…)")

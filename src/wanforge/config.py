@@ -1,0 +1,59 @@
+"""Settings: one `Settings` object, read from `WANFORGE_*` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a wanforge server or worker. Environment: `WANFORGE_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="WANFORGE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("wanforge-data")
+    model: str = Field(
+        default="demo",
+        description="'demo' (tiny random-weight model) or a local Wan2.2-I2V-A14B-Diffusers directory",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite (WAL) in the data directory"
+    )
+    api_key: str | None = Field(default=None, description="an API key to accept, created at start-up")
+    public_url: str | None = Field(
+        default=None, description="base URL clients reach this server at (for output URLs)"
+    )
+
+    # media
+    allow_private_urls: bool = False
+    max_download_bytes: int = 200 * 1024 * 1024
+    max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    fetch_timeout_s: float = 30.0
+    max_image_pixels: int = 40_000_000
+
+    # jobs
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    poll_interval_s: float = 0.5
+    sync_mode_timeout_s: float = 600.0
+
+    # engine
+    device: str | None = None
+    memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'wanforge.db').resolve()}"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"

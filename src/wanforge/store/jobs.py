@@ -1,0 +1,299 @@
+"""Predictions as jobs: create, claim with a lease, heartbeat, progress, finish, cancel.
+
+Every state change by a worker is a compare-and-set on (id, lease_owner), so a worker that lost
+its lease (it was too slow, or presumed dead) can never overwrite the outcome of the worker that
+took the job over: a job gets exactly one set of outputs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+
+from wanforge.store.db import Database, utcnow
+from wanforge.store.tables import Prediction
+
+ACTIVE = ("created", "processing")
+TERMINAL = ("completed", "failed", "cancelled")
+EXHAUSTED_CODE = 5000
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create_prediction(
+    db: Database,
+    *,
+    model: str,
+    kind: str,
+    input: dict[str, Any],
+    server_base: str,
+    max_attempts: int,
+    api_key_id: str | None = None,
+) -> Prediction:
+    row = Prediction(
+        id=new_id(),
+        model=model,
+        kind=kind,
+        status="created",
+        input=input,
+        server_base=server_base,
+        outputs=[],
+        error="",
+        progress={},
+        result={},
+        logs=[],
+        created_at=utcnow(),
+        attempts=0,
+        max_attempts=max_attempts,
+        cancel_requested=False,
+        api_key_id=api_key_id,
+    )
+    with db.session() as s:
+        s.add(row)
+    return row
+
+
+def get_prediction(db: Database, prediction_id: str) -> Prediction | None:
+    with db.session() as s:
+        return s.get(Prediction, prediction_id)
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        Prediction.status == "created",
+        (Prediction.status == "processing") & (Prediction.lease_expires_at < now),
+    )
+
+
+def _fail_exhausted(db: Database, now: datetime) -> None:
+    """Jobs whose lease ran out after their last allowed attempt fail with 5000."""
+    with db.session() as s:
+        s.execute(
+            update(Prediction)
+            .where(
+                Prediction.status == "processing",
+                Prediction.lease_expires_at < now,
+                Prediction.attempts >= Prediction.max_attempts,
+            )
+            .values(
+                status="failed",
+                error_code=EXHAUSTED_CODE,
+                error="the worker running this task stopped responding on each of its attempts; giving up",
+                completed_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+
+
+def claim_next(db: Database, worker_id: str, lease_s: float, kinds: tuple[str, ...]) -> Prediction | None:
+    """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds."""
+    now = utcnow()
+    _fail_exhausted(db, now)
+    for _ in range(5):
+        with db.session() as s:
+            candidate = s.scalars(
+                select(Prediction.id)
+                .where(_claimable(now), Prediction.kind.in_(kinds), Prediction.cancel_requested.is_(False))
+                .order_by(Prediction.created_at)
+                .limit(1)
+            ).first()
+            if candidate is None:
+                return None
+            claimed = s.execute(
+                update(Prediction)
+                .where(Prediction.id == candidate, _claimable(now))
+                .values(
+                    status="processing",
+                    lease_owner=worker_id,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    attempts=Prediction.attempts + 1,
+                    started_at=func.coalesce(Prediction.started_at, now),
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        if claimed == 1:
+            return get_prediction(db, candidate)
+    return None
+
+
+def _owned(prediction_id: str, worker_id: str) -> Any:
+    return (
+        (Prediction.id == prediction_id)
+        & (Prediction.lease_owner == worker_id)
+        & (Prediction.status == "processing")
+    )
+
+
+def _update_owned(db: Database, prediction_id: str, worker_id: str, **values: Any) -> bool:
+    with db.session() as s:
+        result = s.execute(update(Prediction).where(_owned(prediction_id, worker_id)).values(**values))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def heartbeat(db: Database, prediction_id: str, worker_id: str, lease_s: float) -> bool:
+    """Extend the lease; False when this worker no longer owns the job."""
+    return _update_owned(db, prediction_id, worker_id, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+
+
+def set_progress(db: Database, prediction_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
+    return _update_owned(db, prediction_id, worker_id, progress=progress)
+
+
+def append_logs(db: Database, prediction_id: str, worker_id: str, lines: list[str]) -> bool:
+    row = get_prediction(db, prediction_id)
+    if row is None:
+        return False
+    return _update_owned(db, prediction_id, worker_id, logs=[*row.logs, *lines][-500:])
+
+
+def complete(
+    db: Database,
+    prediction_id: str,
+    worker_id: str,
+    *,
+    outputs: list[str],
+    result: dict[str, Any],
+    inference_ms: int,
+) -> bool:
+    return _update_owned(
+        db,
+        prediction_id,
+        worker_id,
+        status="completed",
+        outputs=outputs,
+        result=result,
+        inference_ms=inference_ms,
+        completed_at=utcnow(),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+def fail(
+    db: Database,
+    prediction_id: str,
+    worker_id: str,
+    *,
+    code: int,
+    error: str,
+    result: dict[str, Any] | None = None,
+) -> bool:
+    values: dict[str, Any] = {
+        "status": "failed",
+        "error_code": code,
+        "error": error,
+        "completed_at": utcnow(),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if result is not None:
+        values["result"] = result
+    return _update_owned(db, prediction_id, worker_id, **values)
+
+
+def mark_cancelled(db: Database, prediction_id: str, worker_id: str) -> bool:
+    return _update_owned(
+        db,
+        prediction_id,
+        worker_id,
+        status="cancelled",
+        error="cancelled by request",
+        completed_at=utcnow(),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+def request_cancel(db: Database, prediction_id: str) -> Prediction | None:
+    """Cancel a job: at once if no worker holds it, else flag it for the worker to stop."""
+    with db.session() as s:
+        s.execute(
+            update(Prediction)
+            .where(Prediction.id == prediction_id, Prediction.status == "created")
+            .values(status="cancelled", error="cancelled by request", completed_at=utcnow())
+        )
+        s.execute(
+            update(Prediction)
+            .where(Prediction.id == prediction_id, Prediction.status == "processing")
+            .values(cancel_requested=True)
+        )
+    return get_prediction(db, prediction_id)
+
+
+def is_cancel_requested(db: Database, prediction_id: str) -> bool:
+    with db.session() as s:
+        return bool(s.scalar(select(Prediction.cancel_requested).where(Prediction.id == prediction_id)))
+
+
+@dataclass(frozen=True)
+class PredictionPage:
+    items: list[Prediction]
+    total: int
+
+
+def list_predictions(
+    db: Database,
+    *,
+    page: int,
+    page_size: int,
+    model: str | None = None,
+    status: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> PredictionPage:
+    conditions: list[Any] = []
+    if model:
+        conditions.append(Prediction.model == model)
+    if status:
+        conditions.append(Prediction.status == status)
+    if created_after:
+        conditions.append(Prediction.created_at >= created_after)
+    if created_before:
+        conditions.append(Prediction.created_at <= created_before)
+    with db.session() as s:
+        total = s.scalar(select(func.count()).select_from(Prediction).where(*conditions)) or 0
+        items = list(
+            s.scalars(
+                select(Prediction)
+                .where(*conditions)
+                .order_by(Prediction.created_at.desc())
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            )
+        )
+    return PredictionPage(items=items, total=total)
+
+
+def delete_predictions(db: Database, ids: list[str]) -> list[str]:
+    """Delete finished predictions; returns the ids deleted (running ones are cancelled instead)."""
+    deleted: list[str] = []
+    with db.session() as s:
+        for row in s.scalars(select(Prediction).where(Prediction.id.in_(ids))):
+            if row.status in TERMINAL:
+                s.delete(row)
+                deleted.append(row.id)
+    return deleted
+
+
+def release(db: Database, prediction_id: str, worker_id: str) -> bool:
+    """Give a job back to the queue (worker shutting down): this attempt does not count."""
+    return _update_owned(
+        db,
+        prediction_id,
+        worker_id,
+        status="created",
+        lease_owner=None,
+        lease_expires_at=None,
+        attempts=Prediction.attempts - 1,
+    )
+
+
+def save_result(db: Database, prediction_id: str, worker_id: str, result: dict[str, Any]) -> bool:
+    """Record facts fixed early in a run (e.g. the seed) so a re-run after a crash reuses them."""
+    return _update_owned(db, prediction_id, worker_id, result=result)

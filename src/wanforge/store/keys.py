@@ -1,0 +1,74 @@
+"""API keys, stored as SHA-256 hashes; the plaintext is shown once, when the key is made."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from sqlalchemy import select
+
+from wanforge.store.db import Database, utcnow
+from wanforge.store.tables import ApiKey
+
+KEY_PREFIX = "wf_"
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def _insert(db: Database, plaintext: str, name: str) -> ApiKey:
+    row = ApiKey(
+        id=uuid.uuid4().hex,
+        name=name,
+        prefix=plaintext[:8],
+        key_hash=hash_key(plaintext),
+        created_at=utcnow(),
+    )
+    with db.session() as s:
+        s.add(row)
+    return row
+
+
+def create_key(db: Database, name: str = "") -> tuple[str, ApiKey]:
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    return plaintext, _insert(db, plaintext, name)
+
+
+def ensure_key(db: Database, plaintext: str, name: str = "from WANFORGE_API_KEY") -> ApiKey:
+    """Accept `plaintext` as a key (idempotent; a revoked key stays revoked)."""
+    with db.session() as s:
+        existing = s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext))).first()
+    return existing if existing is not None else _insert(db, plaintext, name)
+
+
+def verify_key(db: Database, plaintext: str) -> ApiKey | None:
+    with db.session() as s:
+        row = s.scalars(
+            select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext), ApiKey.revoked_at.is_(None))
+        ).first()
+    return row
+
+
+def list_keys(db: Database) -> list[ApiKey]:
+    with db.session() as s:
+        return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def has_active_key(db: Database) -> bool:
+    with db.session() as s:
+        return s.scalars(select(ApiKey.id).where(ApiKey.revoked_at.is_(None))).first() is not None
+
+
+def revoke_key(db: Database, id_or_prefix: str) -> list[ApiKey]:
+    """Revoke the key whose id equals, or whose prefix starts with, `id_or_prefix`."""
+    with db.session() as s:
+        rows = [
+            row
+            for row in s.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))
+            if row.id == id_or_prefix or (len(id_or_prefix) >= 4 and row.prefix.startswith(id_or_prefix))
+        ]
+        if len(rows) == 1:
+            rows[0].revoked_at = utcnow()
+    return rows

@@ -1,0 +1,57 @@
+"""Upload records: a ticket (pending, with a PUT token) that becomes complete once bytes arrive."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from wanforge.store.db import Database, utcnow
+from wanforge.store.tables import Upload
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_upload(
+    db: Database,
+    *,
+    key: str,
+    filename: str,
+    content_type: str,
+    declared_size: int | None,
+    put_token: str | None,
+    api_key_id: str | None,
+) -> Upload:
+    row = Upload(
+        id=uuid.uuid4().hex,
+        key=key,
+        filename=filename,
+        content_type=content_type,
+        declared_size=declared_size,
+        status="pending",
+        put_token_hash=_token_hash(put_token) if put_token else None,
+        created_at=utcnow(),
+        api_key_id=api_key_id,
+    )
+    with db.session() as s:
+        s.add(row)
+    return row
+
+
+def get_upload(db: Database, upload_id: str) -> Upload | None:
+    with db.session() as s:
+        return s.get(Upload, upload_id)
+
+
+def token_matches(row: Upload, token: str) -> bool:
+    return row.put_token_hash is not None and row.put_token_hash == _token_hash(token)
+
+
+def mark_complete(db: Database, upload_id: str, size: int) -> None:
+    with db.session() as s:
+        row = s.get(Upload, upload_id)
+        if row is not None:
+            row.size = size
+            row.status = "complete"
+            row.put_token_hash = None

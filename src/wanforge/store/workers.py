@@ -1,0 +1,48 @@
+"""Worker rows: each worker process reports its state here; /health reads them."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from wanforge.store.db import Database, utcnow
+from wanforge.store.tables import Worker
+
+
+def report_state(
+    db: Database, worker_id: str, state: str, *, model: str = "", detail: str = "", job: str | None = None
+) -> None:
+    now = utcnow()
+    with db.session() as s:
+        row = s.get(Worker, worker_id)
+        if row is None:
+            row = Worker(id=worker_id, started_at=now, pid=os.getpid())
+            s.add(row)
+        row.state = state
+        row.model = model or row.model or ""
+        row.detail = detail
+        row.heartbeat_at = now
+        row.current_job = job
+
+
+def touch(db: Database, worker_id: str, job: str | None) -> None:
+    with db.session() as s:
+        row = s.get(Worker, worker_id)
+        if row is not None:
+            row.heartbeat_at = utcnow()
+            row.current_job = job
+
+
+def live_workers(db: Database, stale_after_s: float) -> list[Worker]:
+    """Workers that reported within `stale_after_s` seconds, newest first."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    with db.session() as s:
+        return list(
+            s.scalars(
+                select(Worker)
+                .where(Worker.heartbeat_at >= cutoff, Worker.state != "stopped")
+                .order_by(Worker.started_at.desc())
+            )
+        )

@@ -1,0 +1,74 @@
+"""What a task gets to do its work: the store, the storage, its lease, progress, a scratch dir."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wanforge.config import Settings
+from wanforge.media.storage import LocalStorage
+from wanforge.store.tables import Prediction
+from wanforge.worker.lease import Lease
+from wanforge.worker.progress import ProgressReporter
+
+
+class TaskError(Exception):
+    """A task failure with its WaveSpeed error code (1401, 1402, 1403, ...)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TaskStopped(Exception):
+    """The task stopped between steps because its lease asked it to (cancel, lost, shutdown)."""
+
+
+@dataclass
+class TaskOutcome:
+    outputs: list[str]  # storage keys
+    result: dict[str, Any]
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    storage: LocalStorage
+    prediction: Prediction
+    lease: Lease
+    progress: ProgressReporter
+    job_dir: Path
+
+    def remember(self, facts: dict[str, Any]) -> None:
+        """Merge facts into the prediction's result now, before the work is done."""
+        from wanforge.store import jobs
+
+        merged = {**(self.prediction.result or {}), **facts}
+        self.prediction.result = merged
+        jobs.save_result(self.lease.db, self.prediction.id, self.lease.worker_id, merged)
+
+    def read_media(self, url: str, what: str) -> bytes:
+        """Read a user-given media URL (own upload, data: URI or remote) under the fetch rules."""
+        from wanforge.media.errors import MediaError
+        from wanforge.media.resolve import read_media
+
+        own = [self.prediction.server_base] if self.prediction.server_base else []
+        if self.settings.public_url:
+            own.append(self.settings.public_url)
+        try:
+            return read_media(
+                url,
+                storage=self.storage,
+                own_base_urls=own,
+                max_bytes=self.settings.max_download_bytes,
+                timeout_s=self.settings.fetch_timeout_s,
+                allow_private=self.settings.allow_private_urls,
+            )
+        except MediaError as exc:
+            raise TaskError(1402, f"cannot read {what}: {exc}") from exc
+
+
+Task = Callable[[JobContext], TaskOutcome]

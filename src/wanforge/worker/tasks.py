@@ -1,0 +1,17 @@
+"""The tasks a worker runs, built once around the loaded model (this module imports torch)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from wanforge.config import Settings
+from wanforge.engine.generate import Engine
+from wanforge.engine.loading import load_pipeline
+from wanforge.worker.context import Task
+from wanforge.worker.generate_task import run_generate
+
+
+def build_tasks(settings: Settings) -> dict[str, Task]:
+    loaded = load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
+    engine = Engine(loaded)
+    return {"generate": partial(run_generate, engine=engine)}

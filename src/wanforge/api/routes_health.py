@@ -42,6 +42,7 @@ def health(state: StateDep) -> dict[str, Any]:
                 "model": w.model,
                 "detail": w.detail,
                 "current_job": w.current_job,
+                "pid": w.pid,
             }
             for w in workers
         ],

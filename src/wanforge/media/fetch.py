@@ -1,0 +1,206 @@
+"""Fetching media from a URL given by an API caller, safely.
+
+The rules, applied to the first request and to every redirect hop alike:
+
+- only ``http`` and ``https``;
+- the host is resolved once, and every address it resolves to must be public (see
+  :mod:`wanforge.media.addresses`) unless ``allow_private`` is set;
+- the connection goes to the address that was checked, not to the name: the URL is rewritten
+  to the IP, the ``Host`` header carries the original host, and for https the TLS SNI and the
+  certificate check use the original host name (httpcore's ``sni_hostname`` extension). A DNS
+  answer that changes between the check and the connection (DNS rebinding) therefore has no
+  effect;
+- redirects are followed by hand, at most ``max_redirects`` of them;
+- a ``Content-Length`` over ``max_bytes`` is refused before the body is read, and the body is
+  streamed and cut off as soon as it passes ``max_bytes`` (with or without a length);
+- ``timeout_s`` bounds the whole fetch, DNS, redirects and body included (checked between
+  operations, each of which may take at most the time that is left);
+- proxies from the environment are ignored (``trust_env=False``): a proxy would connect to
+  names we did not check.
+
+Every failure is a :class:`MediaError` whose message says what happened.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from wanforge.media import addresses
+from wanforge.media.errors import MediaError, TooLarge
+
+__all__ = ["FetchedMedia", "fetch_url"]
+
+ALLOW_PRIVATE_SETTING = "WANFORGE_ALLOW_PRIVATE_URLS"
+MAX_BYTES_SETTING = "WANFORGE_MAX_DOWNLOAD_BYTES"
+TIMEOUT_SETTING = "WANFORGE_FETCH_TIMEOUT_S"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_URL_CHARS = 8192
+MAX_CONNECT_ATTEMPTS = 4
+USER_AGENT = "wanforge-media-fetch/1"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedMedia:
+    """The body of a successful fetch, its MIME type (lower-case, no parameters) and the URL
+    it finally came from after redirects."""
+
+    data: bytes
+    content_type: str | None
+    final_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    label: str
+    max_bytes: int
+    timeout_s: float
+    deadline: float
+    allow_private: bool
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.timed_out()
+        return left
+
+    def timed_out(self) -> MediaError:
+        return MediaError(
+            f"{self.label} timed out after {self.timeout_s:g} s; {TIMEOUT_SETTING} sets the limit"
+        )
+
+
+def fetch_url(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    allow_private: bool,
+    max_redirects: int = 5,
+    label: str = "media URL",
+    ssl_context: ssl.SSLContext | None = None,
+) -> FetchedMedia:
+    """GET ``url`` under the rules in this module's docstring and return its body.
+
+    ``label`` names the URL in error messages (e.g. ``"image URL"``); ``ssl_context`` replaces
+    the default certificate store (a private CA, or a test).
+    """
+    limits = _Limits(label, max_bytes, timeout_s, time.monotonic() + timeout_s, allow_private)
+    current = _check_url(url, label, redirected=False)
+    verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+    with httpx.Client(verify=verify, trust_env=False, follow_redirects=False) as client:
+        redirects = 0
+        while True:
+            client.cookies.clear()
+            response = _send_pinned(client, current, limits, redirected=redirects > 0)
+            try:
+                status = response.status_code
+                if status in REDIRECT_STATUSES:
+                    redirects += 1
+                    if redirects > max_redirects:
+                        raise MediaError(f"{label} redirected more than {max_redirects} times")
+                    location = response.headers.get("location")
+                    if not location:
+                        raise MediaError(f"{label} answered HTTP {status} without a Location header")
+                    try:
+                        next_url = current.join(location)
+                    except httpx.InvalidURL as exc:
+                        raise MediaError(f"{label} redirected to an invalid URL: {exc}") from exc
+                    current = _check_url(next_url, label, redirected=True)
+                    continue
+                if not 200 <= status < 300:
+                    raise MediaError(f"{label} answered HTTP {status} {response.reason_phrase}".rstrip())
+                data = _read_body(response, limits)
+                return FetchedMedia(data, _mime(response.headers.get("content-type")), str(current))
+            finally:
+                response.close()
+
+
+def _check_url(url: str | httpx.URL, label: str, *, redirected: bool) -> httpx.URL:
+    if isinstance(url, str):
+        if len(url) > MAX_URL_CHARS:
+            raise MediaError(f"{label} is longer than {MAX_URL_CHARS} characters")
+        try:
+            url = httpx.URL(url.strip())
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise MediaError(f"{label} is not a valid URL: {exc}") from exc
+    if url.scheme not in ("http", "https"):
+        if redirected:
+            raise MediaError(f"{label} redirected to a {url.scheme}: URL; only http and https are allowed")
+        shown = f"not {url.scheme}:" if url.scheme else "and this one has no scheme"
+        raise MediaError(f"{label} must be an http or https URL, {shown}")
+    if not url.host:
+        raise MediaError(f"{label} has no host name")
+    return url
+
+
+def _send_pinned(
+    client: httpx.Client, url: httpx.URL, limits: _Limits, *, redirected: bool
+) -> httpx.Response:
+    """Resolve and check ``url``'s host, then send the request to a checked address."""
+    host = url.host
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ips = addresses.resolve_host(host, port, timeout_s=limits.remaining())
+    if not limits.allow_private:
+        for ip in ips:
+            reason = addresses.refusal_reason(ip)
+            if reason is not None:
+                where = f"{limits.label} (redirected to {host})" if redirected else limits.label
+                article = "an" if reason[0] in "aeiou" else "a"
+                raise MediaError(
+                    f"{where} resolves to {article} {reason} address {ip}; "
+                    f"set {ALLOW_PRIVATE_SETTING}=1 to allow it"
+                )
+    headers = {"Host": url.netloc.decode("ascii"), "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+    extensions = {}
+    if url.scheme == "https" and addresses.literal_address(host) is None:
+        extensions["sni_hostname"] = host
+    failure: Exception | None = None
+    for ip in ips[:MAX_CONNECT_ATTEMPTS]:
+        request = client.build_request(
+            "GET",
+            url.copy_with(host=str(ip)),
+            headers=headers,
+            timeout=httpx.Timeout(limits.remaining()),
+            extensions=extensions,
+        )
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError as exc:  # refused, unreachable, TLS failure: try the next address
+            failure = exc
+        except httpx.TimeoutException as exc:
+            raise limits.timed_out() from exc
+        except httpx.HTTPError as exc:
+            raise MediaError(f"{limits.label} request to {host} failed: {exc}") from exc
+    raise MediaError(f"{limits.label}: cannot connect to {host} port {port}: {failure}") from failure
+
+
+def _read_body(response: httpx.Response, limits: _Limits) -> bytes:
+    too_large_hint = f"{MAX_BYTES_SETTING} sets the limit"
+    what = f"the file at the {limits.label}"
+    declared = response.headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise TooLarge(what, limits.max_bytes, int(declared), hint=too_large_hint)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > limits.max_bytes:
+                raise TooLarge(what, limits.max_bytes, hint=too_large_hint)
+            chunks.append(chunk)
+            limits.remaining()
+    except httpx.TimeoutException as exc:
+        raise limits.timed_out() from exc
+    except httpx.HTTPError as exc:
+        raise MediaError(f"{limits.label} download failed: {exc}") from exc
+    return b"".join(chunks)
+
+
+def _mime(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None

@@ -1,0 +1,210 @@
+"""Artifact storage: uploads and outputs under safe, unguessable keys.
+
+:class:`Storage` is the interface the API and the workers use; :class:`LocalStorage` keeps the
+artifacts in a local (or shared, network-mounted) directory. Every write is atomic: bytes go to
+a hidden temporary file next to the target and are renamed into place only once complete, so a
+reader never sees half a file and a crash leaves no truncated artifact behind. Temporary names
+start with ``.``, which no valid key can address (see :mod:`wanforge.media.keys`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from wanforge.media.errors import MediaError, MediaNotFound, TooLarge
+from wanforge.media.keys import make_key, validate_key
+
+__all__ = ["LocalStorage", "Storage"]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Where artifacts live. Keys are validated by every method; a bad key raises MediaError."""
+
+    def new_key(self, prefix: str, filename: str) -> str: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def put_file(self, key: str, src_path: Path) -> None: ...
+
+    def write_stream(self, key: str, chunks: Iterable[bytes], *, max_bytes: int) -> int: ...
+
+    async def write_async_stream(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int) -> int: ...
+
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> bool: ...
+
+
+class LocalStorage:
+    """A :class:`Storage` in a directory; ``root`` is created on first write, not here."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    # -- keys and paths ---------------------------------------------------------------------
+
+    def new_key(self, prefix: str, filename: str) -> str:
+        """A fresh key ``<prefix>/<random token>/<sanitised filename>``; nothing is written."""
+        return make_key(prefix, filename)
+
+    def path(self, key: str) -> Path:
+        """The file for ``key``. Refuses any key that is invalid or would land outside root.
+
+        Besides the syntactic checks of :func:`validate_key`, the resolved path must stay under
+        the resolved root, so a symlink planted inside the store cannot lead out of it.
+        """
+        validate_key(key)
+        root = self.root.resolve()
+        target = (root / key).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise MediaError(f"storage key {key!r} points outside the storage directory")
+        return target
+
+    # -- writing ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[BinaryIO]:
+        """Open ``key`` for writing; the file appears under its key only if the block succeeds.
+
+        On an exception inside the block the temporary file is removed and the previous
+        content of ``key`` (if any) is left untouched.
+        """
+        pending = self._begin(key)
+        try:
+            yield pending.file
+            pending.commit()
+        except BaseException:
+            pending.abort()
+            raise
+
+    def _begin(self, key: str) -> _PendingWrite:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return _PendingWrite(target, tmp, os.fdopen(fd, "wb"))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically (replacing any previous content)."""
+        with self.open_write(key) as f:
+            f.write(data)
+
+    def put_file(self, key: str, src_path: Path) -> None:
+        """Copy the file at ``src_path`` under ``key`` atomically."""
+        try:
+            src = open(src_path, "rb")  # noqa: SIM115 - closed below, before the rename
+        except OSError as exc:
+            raise MediaError(f"cannot read {Path(src_path).name!r} to store it: {exc.strerror}") from exc
+        with src, self.open_write(key) as f:
+            shutil.copyfileobj(src, f, 1024 * 1024)
+
+    def write_stream(self, key: str, chunks: Iterable[bytes], *, max_bytes: int) -> int:
+        """Store an iterable of byte chunks; return the size. Over ``max_bytes`` -> TooLarge.
+
+        The size is checked as chunks arrive, so an oversized upload is refused as soon as it
+        crosses the limit and nothing is kept.
+        """
+        total = 0
+        with self.open_write(key) as f:
+            for chunk in chunks:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLarge("upload", max_bytes)
+                f.write(chunk)
+        return total
+
+    async def write_async_stream(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int) -> int:
+        """:meth:`write_stream` for an async iterable (e.g. a Starlette request stream).
+
+        Chunks go to the page cache as they arrive (short writes, fine on the event loop); the
+        final fsync and rename, which can take a while for a large file, run in a thread.
+        """
+        total = 0
+        pending = self._begin(key)
+        try:
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLarge("upload", max_bytes)
+                pending.file.write(chunk)
+            await asyncio.to_thread(pending.commit)
+        except BaseException:
+            pending.abort()
+            raise
+        return total
+
+    # -- reading and housekeeping -----------------------------------------------------------
+
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The content of ``key``. Missing -> MediaNotFound; over ``max_bytes`` -> TooLarge."""
+        target = self.path(key)
+        try:
+            with open(target, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if max_bytes is not None and size > max_bytes:
+                    raise TooLarge(f"stored file {key!r}", max_bytes, size)
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise MediaNotFound(f"storage key {key!r} does not exist", key) from exc
+        except OSError as exc:
+            raise MediaError(f"cannot read storage key {key!r}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` names a stored file."""
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        """Size in bytes of ``key``; missing -> MediaNotFound."""
+        target = self.path(key)
+        if not target.is_file():
+            raise MediaNotFound(f"storage key {key!r} does not exist", key)
+        return target.stat().st_size
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it existed. Empty token folders are pruned."""
+        target = self.path(key)
+        try:
+            target.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if target.parent != self.root.resolve():
+            with contextlib.suppress(OSError):  # not empty, or already gone: both fine
+                target.parent.rmdir()
+        return True
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    """A temporary file on its way to ``target``: commit() renames it there, abort() drops it."""
+
+    target: Path
+    tmp: Path
+    file: BinaryIO
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-
 from tests.samples import png_bytes
 
 
@@ -13,7 +12,9 @@ def _path_of(url: str) -> str:
 
 def test_binary_upload_round_trip(client: TestClient, auth: dict[str, str]) -> None:
     data = png_bytes()
-    resp = client.post("/api/v3/media/upload/binary", headers=auth, files={"file": ("cat.png", data, "image/png")})
+    resp = client.post(
+        "/api/v3/media/upload/binary", headers=auth, files={"file": ("cat.png", data, "image/png")}
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()["data"]
     assert body["size"] == len(data) and body["filename"] == "cat.png"
@@ -29,7 +30,9 @@ def test_binary_upload_round_trip(client: TestClient, auth: dict[str, str]) -> N
 def test_ticket_upload_round_trip(client: TestClient, auth: dict[str, str]) -> None:
     data = png_bytes(seed=3)
     ticket = client.post(
-        "/api/v3/media/uploads", headers=auth, json={"filename": "a.png", "size": len(data), "content_type": "image/png"}
+        "/api/v3/media/uploads",
+        headers=auth,
+        json={"filename": "a.png", "size": len(data), "content_type": "image/png"},
     )
     assert ticket.status_code == 200, ticket.text
     t = ticket.json()["data"]
@@ -44,7 +47,9 @@ def test_ticket_upload_round_trip(client: TestClient, auth: dict[str, str]) -> N
 
 
 def test_ticket_put_wrong_token_or_size(client: TestClient, auth: dict[str, str]) -> None:
-    t = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "a.bin", "size": 10}).json()["data"]
+    t = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "a.bin", "size": 10}).json()[
+        "data"
+    ]
     url = _path_of(t["upload"]["url"])
     bad = url.split("?token=")[0] + "?token=forged"
     assert client.put(bad, content=b"0123456789").status_code == 404
@@ -57,14 +62,24 @@ def test_ticket_put_wrong_token_or_size(client: TestClient, auth: dict[str, str]
 
 def test_upload_limits(client: TestClient, auth: dict[str, str]) -> None:
     limit = client.app.state.wanforge.settings.max_upload_bytes  # type: ignore[attr-defined]
-    resp = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "huge.zip", "size": limit + 1})
+    resp = client.post(
+        "/api/v3/media/uploads", headers=auth, json={"filename": "huge.zip", "size": limit + 1}
+    )
     assert resp.status_code == 413 and resp.json()["code"] == 1401 and "size" in resp.json()["message"]
     missing = client.post("/api/v3/media/uploads", headers=auth, json={})
-    assert missing.status_code == 400 and missing.json()["code"] == 1400 and "filename" in missing.json()["message"]
+    assert (
+        missing.status_code == 400
+        and missing.json()["code"] == 1400
+        and "filename" in missing.json()["message"]
+    )
 
 
 def test_files_refuse_traversal(client: TestClient) -> None:
-    for path in ("/files/../wanforge.db", "/files/%2e%2e/wanforge.db", "/files/uploads/..%2F..%2Fwanforge.db"):
+    for path in (
+        "/files/../wanforge.db",
+        "/files/%2e%2e/wanforge.db",
+        "/files/uploads/..%2F..%2Fwanforge.db",
+    ):
         assert client.get(path).status_code == 404
 
 

@@ -71,7 +71,9 @@ def test_non_json_body(client: TestClient, auth: dict[str, str]) -> None:
         ({"data": "https://e.com/d.zip", "trigger_word": "  "}, 1401, "trigger_word"),
     ],
 )
-def test_trainer_bounds(client: TestClient, auth: dict[str, str], body: dict[str, Any], code: int, field: str) -> None:
+def test_trainer_bounds(
+    client: TestClient, auth: dict[str, str], body: dict[str, Any], code: int, field: str
+) -> None:
     _err(client.post(TRAINER, headers=auth, json=body), 400, code, field)
 
 
@@ -92,7 +94,9 @@ def test_auth_checked_before_validation(client: TestClient) -> None:
 
 
 def test_unknown_model_and_prediction(client: TestClient, auth: dict[str, str]) -> None:
-    _err(client.post("/api/v3/alibaba/wan-2.2/i2v-plus-4k", headers=auth, json=GOOD), 404, 404, "unknown model")
+    _err(
+        client.post("/api/v3/alibaba/wan-2.2/i2v-plus-4k", headers=auth, json=GOOD), 404, 404, "unknown model"
+    )
     _err(client.get("/api/v3/predictions/nope/result", headers=auth), 404, 404, "nope")
     _err(client.get("/api/v3/predictions/nope", headers=auth), 404, 404)
 

@@ -96,7 +96,17 @@ def running_server(tmp: Path, *args: str, wait_ready: bool = True, **env: str) -
     }
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wanforge", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
+            [
+                sys.executable,
+                "-m",
+                "wanforge",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                *args,
+            ],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,

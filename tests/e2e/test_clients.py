@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 import wavespeed
-
 from tests.e2e.server import Server
 from tests.e2e.video import decode_mp4
 
@@ -18,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def _curl(*args: str) -> dict[str, object]:
-    out = subprocess.run(["curl", "--silent", "--show-error", "--location", *args], check=True, capture_output=True)
+    out = subprocess.run(
+        ["curl", "--silent", "--show-error", "--location", *args], check=True, capture_output=True
+    )
     return dict(json.loads(out.stdout))
 
 
@@ -40,7 +41,9 @@ def test_seed_curl_flow(server: Server, image_16x9: Path) -> None:
     request_id = submitted["data"]["id"]  # type: ignore[index]
     deadline = time.monotonic() + 180
     while True:
-        result = _curl("--request", "GET", f"{server.base_url}/api/v3/predictions/{request_id}/result", "--header", auth)
+        result = _curl(
+            "--request", "GET", f"{server.base_url}/api/v3/predictions/{request_id}/result", "--header", auth
+        )
         data = result["data"]
         if data["status"] in ("completed", "failed") or time.monotonic() > deadline:  # type: ignore[index]
             break

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.e2e.server import Server
 from tests.e2e.video import decode_mp4
 from tests.samples import png_bytes
@@ -17,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 def _upload(server: Server, path: Path) -> str:
     with server.client() as c:
-        resp = c.post("/api/v3/media/upload/binary", files={"file": (path.name, path.read_bytes(), "image/png")})
+        resp = c.post(
+            "/api/v3/media/upload/binary", files={"file": (path.name, path.read_bytes(), "image/png")}
+        )
     assert resp.status_code == 200, resp.text
     return str(resp.json()["data"]["download_url"])
 
@@ -32,7 +33,9 @@ def _submit(server: Server, resolution: str, body: dict[str, object]) -> str:
 @pytest.mark.parametrize(
     ("resolution", "size"), [("480p", (832, 480)), ("720p", (1280, 720)), ("1080p", (1920, 1080))]
 )
-def test_generate_each_resolution(server: Server, image_16x9: Path, resolution: str, size: tuple[int, int]) -> None:
+def test_generate_each_resolution(
+    server: Server, image_16x9: Path, resolution: str, size: tuple[int, int]
+) -> None:
     url = _upload(server, image_16x9)
     pid = _submit(server, resolution, {"image": url, "prompt": "the camera pans left", "seed": 1234})
     data = server.wait_for(pid)

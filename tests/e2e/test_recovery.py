@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.e2e.server import Server, running_server
 from tests.e2e.video import decode_mp4
 
@@ -18,10 +17,12 @@ pytestmark = pytest.mark.slow
 
 def _upload_and_submit(server: Server, image: Path, resolution: str, seed: int) -> str:
     with server.client() as c:
-        url = c.post("/api/v3/media/upload/binary", files={"file": ("a.png", image.read_bytes())}).json()["data"][
-            "download_url"
-        ]
-        resp = c.post(f"/api/v3/alibaba/wan-2.2/i2v-plus-{resolution}", json={"image": url, "prompt": "x", "seed": seed})
+        url = c.post("/api/v3/media/upload/binary", files={"file": ("a.png", image.read_bytes())}).json()[
+            "data"
+        ]["download_url"]
+        resp = c.post(
+            f"/api/v3/alibaba/wan-2.2/i2v-plus-{resolution}", json={"image": url, "prompt": "x", "seed": seed}
+        )
     return str(resp.json()["data"]["id"])
 
 
@@ -32,7 +33,11 @@ def _worker_running(server: Server, prediction_id: str, timeout_s: float = 60) -
         while time.monotonic() < deadline:
             data = c.get(f"/api/v3/predictions/{prediction_id}/result").json()["data"]
             progress = data.get("progress") or {}
-            if data["status"] == "processing" and progress.get("stage") == "denoising" and progress.get("step", 0) >= 1:
+            if (
+                data["status"] == "processing"
+                and progress.get("stage") == "denoising"
+                and progress.get("step", 0) >= 1
+            ):
                 for w in server.health()["workers"]:
                     if w["current_job"] == prediction_id:
                         return int(w["pid"])
@@ -63,7 +68,9 @@ def test_queued_work_survives_a_server_restart(tmp_path: Path, image_16x9: Path)
         server.wait_up()
         ids = [_upload_and_submit(server, image_16x9, "480p", seed=s) for s in (1, 2)]
         with server.client() as c:
-            assert all(c.get(f"/api/v3/predictions/{i}/result").json()["data"]["status"] == "created" for i in ids)
+            assert all(
+                c.get(f"/api/v3/predictions/{i}/result").json()["data"]["status"] == "created" for i in ids
+            )
     with running_server(tmp_path) as server:
         for i in ids:
             assert server.wait_for(i)["status"] == "completed"

@@ -1,0 +1,232 @@
+"""Image-to-video generation: plan the sizes, run the diffusers pipeline, upscale to the output size."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
+from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
+from PIL import Image
+
+from wanforge.engine.loading import LoadedModel
+from wanforge.engine.profiles import ModelProfile
+from wanforge.engine.sizing import fit_image, generation_size, output_size, prepare_image
+from wanforge.engine.upscale import upscale_frames
+
+MAX_SEED = 2_147_483_647
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+class GenerationCancelled(Exception):
+    """Raised between denoising steps when ``should_cancel()`` returns true."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    image: Image.Image
+    prompt: str
+    negative_prompt: str
+    resolution: str
+    seed: int
+    duration_s: int = 5
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Everything the pipeline call needs, derived from a request and a profile."""
+
+    gen_width: int
+    gen_height: int
+    width: int
+    height: int
+    num_frames: int
+    steps: int
+    flow_shift: float
+    guidance_scale: float
+    guidance_scale_2: float
+    negative_prompt: str
+    max_sequence_length: int
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray
+    fps: int
+    seed: int
+    width: int
+    height: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_seed(seed: int) -> int:
+    """``-1`` becomes a random seed in ``0..2147483647``; any other value must already be in range."""
+    if seed == -1:
+        return secrets.randbelow(MAX_SEED + 1)
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be -1 or in 0..{MAX_SEED}, got {seed}")
+    return seed
+
+
+def plan_generation(profile: ModelProfile, req: GenerationRequest) -> GenerationPlan:
+    image_w, image_h = req.image.size
+    width, height = output_size(image_w, image_h, req.resolution)
+    gen_resolution = profile.generation_resolution(req.resolution)
+    gen_width, gen_height = generation_size(image_w, image_h, gen_resolution, area=profile.generation_area)
+    return GenerationPlan(
+        gen_width=gen_width,
+        gen_height=gen_height,
+        width=width,
+        height=height,
+        num_frames=profile.num_frames(req.duration_s),
+        steps=profile.steps,
+        flow_shift=profile.flow_shift_for(gen_resolution),
+        guidance_scale=profile.guidance_scale,
+        guidance_scale_2=profile.guidance_scale_2,
+        negative_prompt=profile.negative_prompt_for(req.negative_prompt),
+        max_sequence_length=profile.max_sequence_length,
+    )
+
+
+def make_scheduler(config: Any, flow_shift: float) -> UniPCMultistepScheduler:
+    """A fresh UniPC flow-matching scheduler from the checkpoint's config, with ``flow_shift``."""
+    return UniPCMultistepScheduler.from_config(
+        config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift
+    )
+
+
+def run_pipeline(
+    pipe: WanImageToVideoPipeline,
+    image: Image.Image,
+    prompt: str,
+    plan: GenerationPlan,
+    generator: torch.Generator,
+    callback: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None = None,
+) -> np.ndarray:
+    """One diffusers pipeline call; float32 frames ``(F, gen_height, gen_width, 3)`` in ``[0, 1]``."""
+    pipe.scheduler = make_scheduler(pipe.scheduler.config, plan.flow_shift)
+    output = pipe(
+        image=image,
+        prompt=prompt,
+        negative_prompt=plan.negative_prompt,
+        height=plan.gen_height,
+        width=plan.gen_width,
+        num_frames=plan.num_frames,
+        num_inference_steps=plan.steps,
+        guidance_scale=plan.guidance_scale,
+        guidance_scale_2=plan.guidance_scale_2,
+        generator=generator,
+        output_type="np",
+        max_sequence_length=plan.max_sequence_length,
+        callback_on_step_end=callback,
+    )
+    return np.asarray(output.frames[0], dtype=np.float32)
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in ``[0, 1]`` to uint8, rounding to nearest."""
+    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+
+
+@contextmanager
+def cpu_threads(device: torch.device, threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch intra-op threads on a CPU device; restore the previous count."""
+    if device.type != "cpu" or threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _step_callback(
+    on_step: StepCallback | None, should_cancel: CancelCheck | None
+) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None:
+    if on_step is None and should_cancel is None:
+        return None
+
+    def callback(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if on_step is not None:
+            on_step(i + 1, pipe.num_timesteps)
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled(f"cancelled after step {i + 1} of {pipe.num_timesteps}")
+        return {}
+
+    return callback
+
+
+class Engine:
+    """Generates videos with one loaded model."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+
+    def render(
+        self,
+        req: GenerationRequest,
+        on_step: StepCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> tuple[np.ndarray, GenerationPlan]:
+        """Denoise and decode at the generation size; float32 frames in ``[0, 1]`` and the plan.
+
+        ``on_step(done, total)`` runs after every denoising step (``done`` = 1..total);
+        ``should_cancel()`` is polled before the run and after every step, and a true answer
+        raises :class:`GenerationCancelled`.
+        """
+        if not 0 <= req.seed <= MAX_SEED:
+            raise ValueError(
+                f"seed must be resolved to 0..{MAX_SEED} first (see resolve_seed), got {req.seed}"
+            )
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled("cancelled before the first step")
+        req = replace(req, image=prepare_image(req.image))
+        plan = plan_generation(self.loaded.profile, req)
+        fitted = fit_image(req.image, plan.gen_width, plan.gen_height)
+        generator = torch.Generator(device=self.loaded.device).manual_seed(req.seed)
+        pipe = self.loaded.pipe
+        callback = _step_callback(on_step, should_cancel)
+        try:
+            with cpu_threads(self.loaded.device, self.loaded.profile.cpu_threads):
+                frames = run_pipeline(pipe, fitted, req.prompt, plan, generator, callback)
+        except Exception:
+            # Offload the model that was running, as a finished call does; keep the first error.
+            with suppress(Exception):
+                pipe.maybe_free_model_hooks()
+            raise
+        return frames, plan
+
+    def generate(
+        self,
+        req: GenerationRequest,
+        on_step: StepCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> GenerationResult:
+        """Generate uint8 frames ``(F, height, width, 3)`` at the output size of ``req.resolution``."""
+        started = time.perf_counter()
+        raw, plan = self.render(req, on_step=on_step, should_cancel=should_cancel)
+        rendered = time.perf_counter()
+        frames = upscale_frames(to_uint8(raw), plan.width, plan.height)
+        finished = time.perf_counter()
+        return GenerationResult(
+            frames=frames,
+            fps=self.loaded.profile.fps,
+            seed=req.seed,
+            width=plan.width,
+            height=plan.height,
+            timings={
+                "render_s": rendered - started,
+                "upscale_s": finished - rendered,
+                "total_s": finished - started,
+            },
+        )

@@ -1,0 +1,199 @@
+"""Loading the pipeline: the demo model built in code, or a local diffusers-format checkpoint."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
+from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
+
+from wanforge.engine.demo import build_demo_components
+from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile
+
+MemoryMode = Literal["gpu", "model_offload", "group_offload"]
+MEMORY_MODES: tuple[MemoryMode, ...] = ("gpu", "model_offload", "group_offload")
+
+DEMO_MODEL = "demo"
+REQUIRED_COMPONENTS = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer", "transformer_2")
+# Room left on the GPU for activations and the VAE decode when choosing a memory mode.
+ACTIVATION_RESERVE_BYTES = 16 * 1024**3
+
+
+class ModelLoadError(Exception):
+    """The model directory is missing, incomplete or not a Wan 2.2 I2V A14B checkpoint."""
+
+
+@dataclass
+class LoadedModel:
+    pipe: WanImageToVideoPipeline
+    profile: ModelProfile
+    device: torch.device
+    dtype: torch.dtype
+    memory_mode: MemoryMode
+    name: str
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` picks CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def validate_model_dir(path: Path) -> dict[str, Any]:
+    """Check that ``path`` holds a diffusers Wan 2.2 I2V checkpoint; return its ``model_index.json``."""
+    if not path.exists():
+        raise ModelLoadError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {path} is not a directory")
+    index_path = path / "model_index.json"
+    if not index_path.is_file():
+        raise ModelLoadError(f"{path} has no model_index.json (expected a diffusers-format checkpoint)")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{index_path} is not valid JSON: {exc}") from exc
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"{index_path} is not a JSON object")
+
+    problems: list[str] = []
+    class_name = index.get("_class_name")
+    if class_name != "WanImageToVideoPipeline":
+        problems.append(f"_class_name is {class_name!r}, expected 'WanImageToVideoPipeline'")
+    for name in REQUIRED_COMPONENTS:
+        entry = index.get(name)
+        if not isinstance(entry, list) or len(entry) != 2 or entry[1] is None:
+            problems.append(f"model_index.json has no {name!r} component")
+        elif not (path / name).is_dir():
+            problems.append(f"component folder {name}/ is missing")
+        elif name not in ("tokenizer", "scheduler") and not (path / name / "config.json").is_file():
+            problems.append(f"{name}/config.json is missing")
+    if index.get("boundary_ratio") is None:
+        problems.append("boundary_ratio is missing (a Wan 2.2 A14B checkpoint switches experts at it)")
+    if problems:
+        raise ModelLoadError(
+            f"{path} is not a usable Wan2.2-I2V-A14B-Diffusers checkpoint: " + "; ".join(problems)
+        )
+    return index
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def choose_memory_mode(
+    component_bytes: Mapping[str, int], free_bytes: int, *, reserve_bytes: int = ACTIVATION_RESERVE_BYTES
+) -> MemoryMode:
+    """``"gpu"`` if every component fits at once, ``"model_offload"`` if the largest one does,
+    else ``"group_offload"``; ``reserve_bytes`` is kept free for activations."""
+    if not component_bytes:
+        return "gpu"
+    if sum(component_bytes.values()) + reserve_bytes <= free_bytes:
+        return "gpu"
+    if max(component_bytes.values()) + reserve_bytes <= free_bytes:
+        return "model_offload"
+    return "group_offload"
+
+
+def _pipeline_modules(pipe: WanImageToVideoPipeline) -> dict[str, torch.nn.Module]:
+    return {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
+
+
+def _place(pipe: WanImageToVideoPipeline, device: torch.device, memory_mode: MemoryMode) -> None:
+    if memory_mode == "gpu":
+        pipe.to(device)
+    elif memory_mode == "model_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        # Leaf-level groups streamed on a side CUDA stream; the VAE is small and stays resident.
+        pipe.enable_group_offload(
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="leaf_level",
+            use_stream=True,
+            exclude_modules=["vae"],
+        )
+        pipe.vae.to(device)
+
+
+def _check_request(device: torch.device, memory_mode: str | None) -> MemoryMode | None:
+    """Refuse a bad device or memory mode before any weights are read."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available")
+    if memory_mode is None:
+        return None
+    if memory_mode not in MEMORY_MODES:
+        raise ValueError(f"unknown memory_mode {memory_mode!r}; expected one of {list(MEMORY_MODES)}")
+    if device.type != "cuda" and memory_mode != "gpu":
+        raise ValueError(f"memory_mode {memory_mode!r} needs a CUDA device, got {device}")
+    return cast(MemoryMode, memory_mode)
+
+
+def _auto_memory_mode(pipe: WanImageToVideoPipeline, device: torch.device) -> MemoryMode:
+    if device.type != "cuda":
+        return "gpu"
+    free_bytes, _total = torch.cuda.mem_get_info(device)
+    sizes = {name: module_bytes(module) for name, module in _pipeline_modules(pipe).items()}
+    return choose_memory_mode(sizes, free_bytes)
+
+
+def _load_demo() -> WanImageToVideoPipeline:
+    return WanImageToVideoPipeline(**build_demo_components().as_kwargs())
+
+
+def _load_checkpoint(path: Path, dtype: torch.dtype) -> WanImageToVideoPipeline:
+    validate_model_dir(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*`dtype`.*", category=FutureWarning)
+        try:
+            # The VAE stays in float32, as in the reference code: decoding in bf16 bands the colours.
+            vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32)
+            pipe = WanImageToVideoPipeline.from_pretrained(path, vae=vae, torch_dtype=dtype)
+        except Exception as exc:  # corrupt or mismatched weights surface as many error types
+            raise ModelLoadError(f"failed to load {path}: {exc}") from exc
+    return cast(WanImageToVideoPipeline, pipe)
+
+
+def load_pipeline(
+    model: str,
+    *,
+    device: str | None = None,
+    memory_mode: str | None = None,
+    profile: ModelProfile | None = None,
+) -> LoadedModel:
+    """Load ``model``: ``"demo"`` or the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory.
+
+    The checkpoint runs in bfloat16 on CUDA and float32 on the CPU; the demo always in float32.
+    ``memory_mode`` (CUDA only): ``"gpu"`` keeps everything resident, ``"model_offload"`` keeps
+    the idle models (the other expert, the text encoder) on the CPU, ``"group_offload"`` streams
+    layers from the CPU; ``None`` picks from the free GPU memory. ``profile`` overrides the
+    sampling defaults (by default the demo or the A14B profile).
+    """
+    target = resolve_device(device)
+    requested_mode = _check_request(target, memory_mode)
+    if model == DEMO_MODEL:
+        pipe = _load_demo()
+        dtype = torch.float32
+        chosen_profile = profile or DEMO
+        name = DEMO_MODEL
+    else:
+        path = Path(model).expanduser()
+        dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+        pipe = _load_checkpoint(path, dtype)
+        chosen_profile = profile or WAN22_I2V_A14B
+        name = path.name or str(path)
+
+    mode = requested_mode or _auto_memory_mode(pipe, target)
+    pipe.register_to_config(boundary_ratio=chosen_profile.boundary_ratio)
+    pipe.set_progress_bar_config(disable=True)
+    _place(pipe, target, mode)
+    return LoadedModel(
+        pipe=pipe, profile=chosen_profile, device=target, dtype=dtype, memory_mode=mode, name=name
+    )

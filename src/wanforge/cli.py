@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -143,6 +144,94 @@ def generate(
         progress.update(task, description="encoding")
         write_mp4(result.frames, out, result.fps)
     typer.echo(f"{out}: {result.width}x{result.height}, {result.frames.shape[0]} frames, seed {used_seed}")
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="ZIP of videos + same-name .txt captions")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory for the two LoRAs")] = Path(
+        "lora-out"
+    ),
+    trigger_word: Annotated[str, typer.Option("--trigger-word")] = "p3r5on",
+    steps: Annotated[int, typer.Option(min=50, max=1500, help="optimizer steps per expert")] = 100,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=0.0, max=1.0)] = 0.0002,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1, max=128)] = 32,
+    model: ModelOpt = None,
+) -> None:
+    """Train the two Wan 2.2 I2V LoRAs (high-noise and low-noise expert) without a server.
+
+    Re-running with the same --out resumes from the last checkpoint.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from wanforge.engine.loading import load_pipeline
+    from wanforge.training.archive import ArchiveError
+    from wanforge.training.dataset import DatasetError, prepare_dataset
+    from wanforge.training.run import TrainParams, train_lora
+    from wanforge.training.trainer import TrainProgress
+
+    settings = load_settings(model=model)
+    loaded = load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
+    profile = loaded.profile
+    work = out / ".wanforge-train"
+    try:
+        dataset = prepare_dataset(
+            data,
+            work / "dataset",
+            trigger_word=trigger_word,
+            area=profile.train_area,
+            frames_per_window=profile.train_frames,
+            log=lambda line: typer.echo(f"  {line}", err=True),
+        )
+    except (ArchiveError, DatasetError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    report = dataset.report
+    typer.echo(
+        f"dataset: {report.clips_used} clips, {report.windows_total} windows, buckets {report.buckets}"
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as progress:
+        bars = {
+            expert: progress.add_task(f"{expert} expert", total=steps, loss="")
+            for expert in ("high_noise", "low_noise")
+        }
+
+        def on_progress(p: TrainProgress) -> None:
+            progress.update(bars[p.expert], completed=p.step, loss=f"loss {p.loss:.4f}")
+
+        result = train_lora(
+            loaded.pipe,
+            dataset.samples,
+            TrainParams(
+                trigger_word=trigger_word,
+                steps=steps,
+                learning_rate=learning_rate,
+                lora_rank=lora_rank,
+                checkpoint_every=profile.train_checkpoint_every,
+                boundary=profile.boundary_ratio,
+                shift=profile.flow_shift,
+                base_model=loaded.name,
+            ),
+            work / "train",
+            output_stem=trigger_word if trigger_word.replace("_", "").replace("-", "").isalnum() else "lora",
+            on_progress=on_progress,
+            device=loaded.device,
+            dataset_info={"clips_used": report.clips_used, "windows": report.windows_total},
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for path in (result.high_noise_path, result.low_noise_path):
+        target = out / path.name
+        path.replace(target)
+        typer.echo(str(target))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @keys_app.command("create")

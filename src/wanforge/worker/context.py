@@ -50,7 +50,7 @@ class JobContext:
         self.prediction.result = merged
         jobs.save_result(self.lease.db, self.prediction.id, self.lease.worker_id, merged)
 
-    def read_media(self, url: str, what: str) -> bytes:
+    def read_media(self, url: str, what: str, max_bytes: int | None = None) -> bytes:
         """Read a user-given media URL (own upload, data: URI or remote) under the fetch rules."""
         from wanforge.media.errors import MediaError
         from wanforge.media.resolve import read_media
@@ -63,7 +63,7 @@ class JobContext:
                 url,
                 storage=self.storage,
                 own_base_urls=own,
-                max_bytes=self.settings.max_download_bytes,
+                max_bytes=max_bytes or self.settings.max_download_bytes,
                 timeout_s=self.settings.fetch_timeout_s,
                 allow_private=self.settings.allow_private_urls,
             )

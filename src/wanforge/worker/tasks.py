@@ -9,9 +9,13 @@ from wanforge.engine.generate import Engine
 from wanforge.engine.loading import load_pipeline
 from wanforge.worker.context import Task
 from wanforge.worker.generate_task import run_generate
+from wanforge.worker.train_task import run_train
 
 
 def build_tasks(settings: Settings) -> dict[str, Task]:
     loaded = load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
     engine = Engine(loaded)
-    return {"generate": partial(run_generate, engine=engine)}
+    return {
+        "generate": partial(run_generate, engine=engine),
+        "train": partial(run_train, loaded=loaded),
+    }

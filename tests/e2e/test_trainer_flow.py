@@ -12,7 +12,6 @@ import httpx
 import pytest
 import wavespeed
 from safetensors import safe_open
-
 from tests.e2e.server import Server, running_server
 from tests.training.synthetic import make_dataset_zip, make_zip_with_infos
 
@@ -24,7 +23,9 @@ TRAINER = "wavespeed-ai/wan-2.2-i2v-lora-trainer"
 @pytest.fixture(scope="module")
 def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("zip") / "moves.zip"
-    return make_dataset_zip(path, {"clips/a.mp4": "a square slides right", "clips/nested/b.webm": None}, frames=40)
+    return make_dataset_zip(
+        path, {"clips/a.mp4": "a square slides right", "clips/nested/b.webm": None}, frames=40
+    )
 
 
 def _download(url: str, target: Path) -> Path:
@@ -46,11 +47,16 @@ def test_sdk_trains_two_loras_that_diffusers_loads(server: Server, dataset_zip: 
     )
     high_url, low_url = out["outputs"]
     assert high_url.endswith("_high_noise.safetensors") and low_url.endswith("_low_noise.safetensors")
-    high, low = _download(high_url, tmp_path / "high.safetensors"), _download(low_url, tmp_path / "low.safetensors")
+    high, low = (
+        _download(high_url, tmp_path / "high.safetensors"),
+        _download(low_url, tmp_path / "low.safetensors"),
+    )
     with safe_open(str(high), "pt") as f:
         meta = f.metadata()
         assert any(k.startswith("diffusion_model.blocks.0.self_attn.q.lora_A") for k in f.keys())  # noqa: SIM118
-    assert meta["trigger_word"] == "p3r5on" and meta["expert"] == "high_noise" and int(meta["lora_rank"]) == 32
+    assert (
+        meta["trigger_word"] == "p3r5on" and meta["expert"] == "high_noise" and int(meta["lora_rank"]) == 32
+    )
 
     pipe = WanImageToVideoPipeline(**build_demo_components().as_kwargs())
     pipe.load_lora_weights(str(high), adapter_name="high")
@@ -61,9 +67,12 @@ def test_sdk_trains_two_loras_that_diffusers_loads(server: Server, dataset_zip: 
 def test_trainer_result_has_dataset_report(server: Server, dataset_zip: Path) -> None:
     with server.client() as c:
         url = c.post(
-            "/api/v3/media/upload/binary", files={"file": ("d.zip", dataset_zip.read_bytes(), "application/zip")}
+            "/api/v3/media/upload/binary",
+            files={"file": ("d.zip", dataset_zip.read_bytes(), "application/zip")},
         ).json()["data"]["download_url"]
-        pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50, "lora_rank": 4}).json()["data"]["id"]
+        pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50, "lora_rank": 4}).json()["data"][
+            "id"
+        ]
     data = server.wait_for(pid, timeout_s=600)
     assert data["status"] == "completed", data
     report = data["result"]["dataset"]
@@ -80,14 +89,16 @@ def test_trainer_result_has_dataset_report(server: Server, dataset_zip: Path) ->
         ({"notes.txt": b"hello", "pic.jpg": b"\xff\xd8"}, "no usable video"),
     ],
 )
-def test_hostile_zip_fails_with_1401(server: Server, tmp_path: Path, entries: dict[str, bytes], needle: str) -> None:
+def test_hostile_zip_fails_with_1401(
+    server: Server, tmp_path: Path, entries: dict[str, bytes], needle: str
+) -> None:
     path = tmp_path / "bad.zip"
     infos = [(zipfile.ZipInfo(name), data) for name, data in entries.items()]
     make_zip_with_infos(path, infos)
     with server.client() as c:
-        url = c.post("/api/v3/media/upload/binary", files={"file": ("bad.zip", path.read_bytes())}).json()["data"][
-            "download_url"
-        ]
+        url = c.post("/api/v3/media/upload/binary", files={"file": ("bad.zip", path.read_bytes())}).json()[
+            "data"
+        ]["download_url"]
         pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50}).json()["data"]["id"]
     data = server.wait_for(pid, timeout_s=120)
     assert data["status"] == "failed" and data["error_code"] == 1401, data
@@ -111,10 +122,12 @@ def test_not_a_zip_fails_with_1401(server: Server) -> None:
 def test_worker_killed_mid_training_resumes_from_checkpoint(tmp_path: Path, dataset_zip: Path) -> None:
     with running_server(tmp_path, WANFORGE_LEASE_S="3") as server:
         with server.client() as c:
-            url = c.post("/api/v3/media/upload/binary", files={"file": ("d.zip", dataset_zip.read_bytes())}).json()[
+            url = c.post(
+                "/api/v3/media/upload/binary", files={"file": ("d.zip", dataset_zip.read_bytes())}
+            ).json()["data"]["download_url"]
+            pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50, "lora_rank": 4}).json()[
                 "data"
-            ]["download_url"]
-            pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50, "lora_rank": 4}).json()["data"]["id"]
+            ]["id"]
             deadline = time.monotonic() + 300
             worker_pid = None
             while time.monotonic() < deadline:

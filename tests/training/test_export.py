@@ -103,9 +103,23 @@ def test_every_target_maps_to_its_wan_name_and_back_through_diffusers() -> None:
     add_lora(model, rank=4, alpha=2.0, generator=torch.Generator().manual_seed(0))
     lora = {k: torch.randn(v.shape) for k, v in lora_state_dict(model).items()}
     wan = to_wan_state_dict(lora, alpha=2.0, dtype=torch.float32)
-    block0 = {k.removeprefix("diffusion_model.blocks.0.") for k in wan if k.startswith("diffusion_model.blocks.0.")}
-    modules = ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
-               "cross_attn.v", "cross_attn.o", "cross_attn.k_img", "cross_attn.v_img", "ffn.0", "ffn.2"]
+    block0 = {
+        k.removeprefix("diffusion_model.blocks.0.") for k in wan if k.startswith("diffusion_model.blocks.0.")
+    }
+    modules = [
+        "self_attn.q",
+        "self_attn.k",
+        "self_attn.v",
+        "self_attn.o",
+        "cross_attn.q",
+        "cross_attn.k",
+        "cross_attn.v",
+        "cross_attn.o",
+        "cross_attn.k_img",
+        "cross_attn.v_img",
+        "ffn.0",
+        "ffn.2",
+    ]
     assert block0 == {f"{m}.{p}" for m in modules for p in ("lora_A.weight", "lora_B.weight", "alpha")}
     assert len(wan) == 2 * 3 * len(modules)
     assert wan["diffusion_model.blocks.1.ffn.0.alpha"].item() == 2.0
@@ -129,8 +143,12 @@ def test_exported_files_load_into_diffusers_and_reproduce_the_trained_model(tmp_
     cache = build_cache(trained, data, torch.device("cpu"))
     experts = {"high_noise": trained.transformer, "low_noise": trained.transformer_2}
     trainers = [
-        ExpertTrainer(ExpertConfig(e, steps=5, learning_rate=5e-2, rank=8, alpha=4.0, eval_samples=0),
-                      experts[e], cache, torch.device("cpu"))
+        ExpertTrainer(
+            ExpertConfig(e, steps=5, learning_rate=5e-2, rank=8, alpha=4.0, eval_samples=0),
+            experts[e],
+            cache,
+            torch.device("cpu"),
+        )
         for e in EXPERTS
     ]
     train_sequentially(trainers)  # the adapters stay in `trained`, active
@@ -146,8 +164,10 @@ def test_exported_files_load_into_diffusers_and_reproduce_the_trained_model(tmp_
     assert lora_modules(loaded.transformer) == lora_modules(trained.transformer)
     assert lora_modules(loaded.transformer_2) == lora_modules(trained.transformer_2)
     assert len(lora_modules(loaded.transformer)) == 20  # 2 blocks x (8 attention + 2 FFN)
-    assert loaded.transformer.peft_config["high"].target_modules == trained.transformer.peft_config[
-        ADAPTER_NAME].target_modules
+    assert (
+        loaded.transformer.peft_config["high"].target_modules
+        == trained.transformer.peft_config[ADAPTER_NAME].target_modules
+    )
 
     image = Image.fromarray(data[0].frames[0])
     with torch.no_grad():

@@ -65,7 +65,9 @@ def test_samples_follow_the_shifted_schedule_that_inference_walks() -> None:
 def test_unshift_inverts_shift() -> None:
     u = torch.linspace(0, 1, 101, dtype=torch.float64)
     for shift in (1.0, 3.0, 5.0):
-        back = torch.tensor([unshift_sigma(float(s), shift) for s in shift_sigma(u, shift)], dtype=torch.float64)
+        back = torch.tensor(
+            [unshift_sigma(float(s), shift) for s in shift_sigma(u, shift)], dtype=torch.float64
+        )
         torch.testing.assert_close(back, u)
 
 
@@ -73,7 +75,9 @@ def test_sampling_is_reproducible_and_uses_one_draw_per_sample() -> None:
     a = torch.Generator().manual_seed(3)
     b = torch.Generator().manual_seed(3)
     for expert in EXPERTS:
-        assert torch.equal(sample_timesteps(expert, 64, 0.9, 5.0, a), sample_timesteps(expert, 64, 0.9, 5.0, b))
+        assert torch.equal(
+            sample_timesteps(expert, 64, 0.9, 5.0, a), sample_timesteps(expert, 64, 0.9, 5.0, b)
+        )
     plain = torch.Generator().manual_seed(3)
     torch.rand(64 * 2, generator=plain, dtype=torch.float64)
     assert torch.equal(a.get_state(), plain.get_state())  # one uniform per sample: no retries

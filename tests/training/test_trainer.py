@@ -145,8 +145,15 @@ def test_resume_continues_from_the_last_checkpoint_and_matches_an_uninterrupted_
     tmp_path: Path,
 ) -> None:
     clips = moving_square_clips(2)
-    params = TrainParams(steps=6, learning_rate=1e-2, lora_rank=4, checkpoint_every=2, seed=7,
-                         export_dtype="float32", eval_samples=1)
+    params = TrainParams(
+        steps=6,
+        learning_rate=1e-2,
+        lora_rank=4,
+        checkpoint_every=2,
+        seed=7,
+        export_dtype="float32",
+        eval_samples=1,
+    )
     train_lora(build_demo_components(), clips, params, tmp_path / "straight", "x", device="cpu")
 
     class Killed(Exception):
@@ -163,13 +170,21 @@ def test_resume_continues_from_the_last_checkpoint_and_matches_an_uninterrupted_
     job = tmp_path / "killed"
     first: list[TrainProgress] = []
     with pytest.raises(Killed):
-        train_lora(build_demo_components(), clips, params, job, "x", kill_at("high_noise", 5, first), device="cpu")
+        train_lora(
+            build_demo_components(), clips, params, job, "x", kill_at("high_noise", 5, first), device="cpu"
+        )
     assert load_checkpoint(checkpoint_path(job, "high_noise")).step == 4  # type: ignore[union-attr]
 
     second: list[TrainProgress] = []
     with pytest.raises(Killed):
-        train_lora(build_demo_components(), clips, params, job, "x", kill_at("low_noise", 3, second), device="cpu")
-    assert [(p.expert, p.step) for p in second][:3] == [("high_noise", 5), ("high_noise", 6), ("low_noise", 1)]
+        train_lora(
+            build_demo_components(), clips, params, job, "x", kill_at("low_noise", 3, second), device="cpu"
+        )
+    assert [(p.expert, p.step) for p in second][:3] == [
+        ("high_noise", 5),
+        ("high_noise", 6),
+        ("low_noise", 1),
+    ]
 
     third: list[TrainProgress] = []
     result = train_lora(build_demo_components(), clips, params, job, "x", third.append, device="cpu")
@@ -196,7 +211,9 @@ def test_cancel_stops_between_steps_and_leaves_the_pipeline_clean(tmp_path: Path
 
     params = TrainParams(steps=10, lora_rank=4, eval_samples=0)
     with pytest.raises(TrainingCancelled):
-        train_lora(pipe, moving_square_clips(1), params, tmp_path, "x", should_cancel=should_cancel, device="cpu")
+        train_lora(
+            pipe, moving_square_clips(1), params, tmp_path, "x", should_cancel=should_cancel, device="cpu"
+        )
     assert len(calls) == 3
     assert not lora_modules(pipe.transformer) and not lora_modules(pipe.transformer_2)
     assert not (tmp_path / "x_high_noise.safetensors").exists()
@@ -207,8 +224,14 @@ def test_resuming_with_other_parameters_is_refused(tmp_path: Path) -> None:
     params = TrainParams(steps=2, lora_rank=4, eval_samples=0)
     train_lora(build_demo_components(), clips, params, tmp_path, "x", device="cpu")
     with pytest.raises(ValueError, match="learning_rate"):
-        train_lora(build_demo_components(), clips, TrainParams(steps=2, lora_rank=4, learning_rate=1e-3),
-                   tmp_path, "x", device="cpu")
+        train_lora(
+            build_demo_components(),
+            clips,
+            TrainParams(steps=2, lora_rank=4, learning_rate=1e-3),
+            tmp_path,
+            "x",
+            device="cpu",
+        )
 
 
 @pytest.mark.parametrize(
@@ -217,8 +240,14 @@ def test_resuming_with_other_parameters_is_refused(tmp_path: Path) -> None:
 )
 def test_bad_parameters_are_refused(tmp_path: Path, change: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        train_lora(build_demo_components(), moving_square_clips(1), TrainParams(**change),  # type: ignore[arg-type]
-                   tmp_path, "x", device="cpu")
+        train_lora(
+            build_demo_components(),
+            moving_square_clips(1),
+            TrainParams(**change),  # type: ignore[arg-type]
+            tmp_path,
+            "x",
+            device="cpu",
+        )
 
 
 def test_bad_frame_counts_are_refused(tmp_path: Path) -> None:

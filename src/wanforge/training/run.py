@@ -202,8 +202,11 @@ def train_lora(
         export_lora(lora, paths[expert], info, getattr(torch, params.export_dtype))
 
     pending = [e for e in EXPERTS if (ckpt := resume[e]) is None or ckpt.step < params.steps]
-    devices = {name: module.device for name, module in pipe.components.items()
-               if isinstance(module, torch.nn.Module) and hasattr(module, "device")}
+    devices = {
+        name: module.device
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module) and hasattr(module, "device")
+    }
     try:
         if pending:
             for model in models.values():  # the encoders get the device to themselves while caching
@@ -212,7 +215,9 @@ def train_lora(
             cache, loaded = load_or_build_cache(pipe, samples, job_dir / "cache.pt", run_device)
             metrics["cache_s"], metrics["cache_loaded"] = time.monotonic() - t0, loaded
             trainers = [
-                ExpertTrainer(configs[e], models[e], cache, run_device, checkpoint_path(job_dir, e), resume[e])
+                ExpertTrainer(
+                    configs[e], models[e], cache, run_device, checkpoint_path(job_dir, e), resume[e]
+                )
                 for e in pending
             ]
             for e in pending:

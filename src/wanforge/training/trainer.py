@@ -101,8 +101,9 @@ class Batch:
     timesteps: torch.Tensor  # (B,), t = 1000 sigma
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(x.to(device) for x in (self.latents, self.condition, self.text, self.noise,
-                                                self.timesteps)))
+        return Batch(
+            *(x.to(device) for x in (self.latents, self.condition, self.text, self.noise, self.timesteps))
+        )
 
 
 class _TorchRandom:
@@ -124,14 +125,18 @@ def draw_batch(cache: LatentCache, config: ExpertConfig, generator: torch.Genera
     others = torch.randint(len(same_shape), (config.batch_size - 1,), generator=generator).tolist()
     chosen = [clips[first], *(clips[same_shape[j]] for j in others)]
     source = _TorchRandom(generator)
-    captions = [choose_caption(cache.captions[c.caption_index], source, config.caption_dropout) for c in chosen]
+    captions = [
+        choose_caption(cache.captions[c.caption_index], source, config.caption_dropout) for c in chosen
+    ]
     timesteps = sample_timesteps(config.expert, config.batch_size, config.boundary, config.shift, generator)
     latents = torch.stack([c.latents for c in chosen])
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
-    text = torch.stack([
-        cache.text_embeds[c.caption_index] if caption else cache.empty_embeds
-        for c, caption in zip(chosen, captions, strict=True)
-    ])
+    text = torch.stack(
+        [
+            cache.text_embeds[c.caption_index] if caption else cache.empty_embeds
+            for c, caption in zip(chosen, captions, strict=True)
+        ]
+    )
     condition = torch.stack([c.condition for c in chosen])
     return Batch(latents, condition, text, noise, timesteps)
 
@@ -233,7 +238,9 @@ class ExpertTrainer:
             self.losses, self.metrics = list(ckpt.losses), dict(ckpt.metrics)
             self._resume = None  # free the CPU copy
         else:
-            self.metrics["eval_loss_before"] = evaluate(self.transformer, eval_batches(self.cache, self.config))
+            self.metrics["eval_loss_before"] = evaluate(
+                self.transformer, eval_batches(self.cache, self.config)
+            )
 
     def train_step(self) -> float:
         if self.optimizer is None:
@@ -248,7 +255,9 @@ class ExpertTrainer:
         value = float(loss.detach())
         self.losses.append(value)
         if self.done:
-            self.metrics["eval_loss_after"] = evaluate(self.transformer, eval_batches(self.cache, self.config))
+            self.metrics["eval_loss_after"] = evaluate(
+                self.transformer, eval_batches(self.cache, self.config)
+            )
         if self.done or self.step % self.config.checkpoint_every == 0:
             self.save_checkpoint()
         return value

@@ -166,7 +166,7 @@ def train(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from wanforge.engine.loading import load_pipeline
+    from wanforge.engine.loading import exclusive_placement, load_pipeline
     from wanforge.training.archive import ArchiveError
     from wanforge.training.dataset import DatasetError, prepare_dataset
     from wanforge.training.run import TrainParams, train_lora
@@ -207,25 +207,28 @@ def train(
         def on_progress(p: TrainProgress) -> None:
             progress.update(bars[p.expert], completed=p.step, loss=f"loss {p.loss:.4f}")
 
-        result = train_lora(
-            loaded.pipe,
-            dataset.samples,
-            TrainParams(
-                trigger_word=trigger_word,
-                steps=steps,
-                learning_rate=learning_rate,
-                lora_rank=lora_rank,
-                checkpoint_every=profile.train_checkpoint_every,
-                boundary=profile.boundary_ratio,
-                shift=profile.flow_shift,
-                base_model=loaded.name,
-            ),
-            work / "train",
-            output_stem=trigger_word if trigger_word.replace("_", "").replace("-", "").isalnum() else "lora",
-            on_progress=on_progress,
-            device=loaded.device,
-            dataset_info={"clips_used": report.clips_used, "windows": report.windows_total},
-        )
+        with exclusive_placement(loaded):
+            result = train_lora(
+                loaded.pipe,
+                dataset.samples,
+                TrainParams(
+                    trigger_word=trigger_word,
+                    steps=steps,
+                    learning_rate=learning_rate,
+                    lora_rank=lora_rank,
+                    checkpoint_every=profile.train_checkpoint_every,
+                    boundary=profile.boundary_ratio,
+                    shift=profile.flow_shift,
+                    base_model=loaded.name,
+                ),
+                work / "train",
+                output_stem=trigger_word
+                if trigger_word.replace("_", "").replace("-", "").isalnum()
+                else "lora",
+                on_progress=on_progress,
+                device=loaded.device,
+                dataset_info={"clips_used": report.clips_used, "windows": report.windows_total},
+            )
     out.mkdir(parents=True, exist_ok=True)
     for path in (result.high_noise_path, result.low_noise_path):
         target = out / path.name

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import wavespeed
+
 from tests.e2e.server import Server
 from tests.e2e.video import decode_mp4
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.e2e.server import Server
 from tests.e2e.video import decode_mp4
 from tests.samples import png_bytes

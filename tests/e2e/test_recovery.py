@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.e2e.server import Server, running_server
 from tests.e2e.video import decode_mp4
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import wavespeed
 from safetensors import safe_open
+
 from tests.e2e.server import Server, running_server
 from tests.training.synthetic import make_dataset_zip, make_zip_with_infos
 

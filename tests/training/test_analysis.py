@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.training.synthetic import square_x, synthetic_frames
 
+from tests.training.synthetic import square_x, synthetic_frames
 from wanforge.training.analysis import (
     Bucket,
     ClipAnalyzer,

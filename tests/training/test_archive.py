@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.training.synthetic import make_zip, make_zip_with_infos, patch_zip_headers
 
+from tests.training.synthetic import make_zip, make_zip_with_infos, patch_zip_headers
 from wanforge.training.archive import ArchiveError, ArchiveLimits, extract_dataset_zip
 
 Snapshot = Callable[[Path, Path | None], set[str]]

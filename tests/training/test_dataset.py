@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.training.synthetic import make_clip, make_dataset_zip, make_zip
 
+from tests.training.synthetic import make_clip, make_dataset_zip, make_zip
 from wanforge.training.archive import ArchiveError
 from wanforge.training.captions import apply_trigger, choose_caption, has_trigger
 from wanforge.training.dataset import DatasetError, PreparedDataset, TrainingSample, prepare_dataset

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -197,3 +198,27 @@ def load_pipeline(
     return LoadedModel(
         pipe=pipe, profile=chosen_profile, device=target, dtype=dtype, memory_mode=mode, name=name
     )
+
+
+@contextmanager
+def exclusive_placement(loaded: LoadedModel) -> Iterator[None]:
+    """Lift the memory mode's offload hooks while a caller moves modules itself (LoRA training).
+
+    ``gpu`` needs nothing. ``model_offload`` drops accelerate's hooks, parks every module on the
+    CPU (the trainer moves the active expert to the device), and re-installs the hooks after.
+    ``group_offload`` hooks cannot be lifted safely, so it is refused with a clear message.
+    """
+    pipe = loaded.pipe
+    if loaded.memory_mode == "group_offload":
+        raise ModelLoadError(
+            "LoRA training needs WANFORGE_MEMORY_MODE=gpu or model_offload; this worker runs group_offload"
+        )
+    if loaded.memory_mode != "model_offload":
+        yield
+        return
+    pipe.remove_all_hooks()
+    pipe.to("cpu")
+    try:
+        yield
+    finally:
+        _place(pipe, loaded.device, loaded.memory_mode)

@@ -62,12 +62,14 @@ def has_active_key(db: Database) -> bool:
 
 
 def revoke_key(db: Database, id_or_prefix: str) -> list[ApiKey]:
-    """Revoke the key whose id equals, or whose prefix starts with, `id_or_prefix`."""
+    """Revoke the one key given by its id, the key itself, or the start of its 8-character prefix."""
     with db.session() as s:
         rows = [
             row
             for row in s.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))
-            if row.id == id_or_prefix or (len(id_or_prefix) >= 4 and row.prefix.startswith(id_or_prefix))
+            if row.id == id_or_prefix
+            or row.key_hash == hash_key(id_or_prefix)
+            or (4 <= len(id_or_prefix) <= len(row.prefix) and row.prefix.startswith(id_or_prefix))
         ]
         if len(rows) == 1:
             rows[0].revoked_at = utcnow()

@@ -32,7 +32,8 @@ class WorkerSupervisor:
             "--database-url",
             database_url,
         ]
-        self.env = {**os.environ, **(env or {})}
+        # OpenMP threads that busy-wait make a CPU worker 10-50x slower when cores are shared
+        self.env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._spawned_at = 0.0

@@ -11,7 +11,7 @@ import shutil
 import time
 
 from wanforge.catalog import LoraTrainerInput
-from wanforge.engine.loading import LoadedModel
+from wanforge.engine.loading import LoadedModel, ModelLoadError, exclusive_placement
 from wanforge.training.archive import ArchiveError
 from wanforge.training.dataset import DatasetError, prepare_dataset
 from wanforge.training.run import TrainParams, train_lora
@@ -75,19 +75,22 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
         base_model=loaded.name,
     )
     try:
-        trained = train_lora(
-            loaded.pipe,
-            dataset.samples,
-            params,
-            ctx.job_dir / "train",
-            output_stem=_file_stem(inp.trigger_word, ctx.prediction.id),
-            on_progress=on_progress,
-            should_cancel=ctx.lease.should_stop,
-            device=loaded.device,
-            dataset_info={"clips_used": report["clips_used"], "windows": report["windows_total"]},
-        )
+        with exclusive_placement(loaded):
+            trained = train_lora(
+                loaded.pipe,
+                dataset.samples,
+                params,
+                ctx.job_dir / "train",
+                output_stem=_file_stem(inp.trigger_word, ctx.prediction.id),
+                on_progress=on_progress,
+                should_cancel=ctx.lease.should_stop,
+                device=loaded.device,
+                dataset_info={"clips_used": report["clips_used"], "windows": report["windows_total"]},
+            )
     except TrainingCancelled as exc:
         raise TaskStopped(str(exc)) from exc
+    except ModelLoadError as exc:
+        raise TaskError(1403, str(exc)) from exc
 
     outputs = []
     for path in (trained.high_noise_path, trained.low_noise_path):

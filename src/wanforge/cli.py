@@ -166,32 +166,14 @@ def train(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from wanforge.engine.loading import exclusive_placement, load_pipeline
-    from wanforge.training.archive import ArchiveError
-    from wanforge.training.dataset import DatasetError, prepare_dataset
-    from wanforge.training.run import TrainParams, train_lora
+    from wanforge.engine.loading import load_pipeline
+    from wanforge.training.errors import TrainingDataError
+    from wanforge.training.job import TrainRequest, lora_stem, train_from_zip
     from wanforge.training.trainer import TrainProgress
 
     settings = load_settings(model=model)
     loaded = load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
-    profile = loaded.profile
     work = out / ".wanforge-train"
-    try:
-        dataset = prepare_dataset(
-            data,
-            work / "dataset",
-            trigger_word=trigger_word,
-            area=profile.train_area,
-            frames_per_window=profile.train_frames,
-            log=lambda line: typer.echo(f"  {line}", err=True),
-        )
-    except (ArchiveError, DatasetError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
-    report = dataset.report
-    typer.echo(
-        f"dataset: {report.clips_used} clips, {report.windows_total} windows, buckets {report.buckets}"
-    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -207,30 +189,25 @@ def train(
         def on_progress(p: TrainProgress) -> None:
             progress.update(bars[p.expert], completed=p.step, loss=f"loss {p.loss:.4f}")
 
-        with exclusive_placement(loaded):
-            result = train_lora(
-                loaded.pipe,
-                dataset.samples,
-                TrainParams(
-                    trigger_word=trigger_word,
-                    steps=steps,
-                    learning_rate=learning_rate,
-                    lora_rank=lora_rank,
-                    checkpoint_every=profile.train_checkpoint_every,
-                    boundary=profile.boundary_ratio,
-                    shift=profile.flow_shift,
-                    base_model=loaded.name,
-                ),
-                work / "train",
-                output_stem=trigger_word
-                if trigger_word.replace("_", "").replace("-", "").isalnum()
-                else "lora",
+        try:
+            trained = train_from_zip(
+                loaded,
+                data,
+                work,
+                TrainRequest(trigger_word, steps, learning_rate, lora_rank),
+                output_stem=lora_stem(trigger_word),
                 on_progress=on_progress,
-                device=loaded.device,
-                dataset_info={"clips_used": report.clips_used, "windows": report.windows_total},
+                log=lambda line: progress.console.print(f"  {line}"),
             )
+        except TrainingDataError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from exc
+    report = trained.report
+    typer.echo(
+        f"dataset: {report.clips_used} clips, {report.windows_total} windows, buckets {report.buckets}"
+    )
     out.mkdir(parents=True, exist_ok=True)
-    for path in (result.high_noise_path, result.low_noise_path):
+    for path in (trained.result.high_noise_path, trained.result.low_noise_path):
         target = out / path.name
         path.replace(target)
         typer.echo(str(target))

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from wanforge.training.errors import ArchiveError
+
 __all__ = [
     "CAPTION_EXTENSION",
     "VIDEO_EXTENSIONS",
@@ -38,19 +40,6 @@ _GIB = 1024 * _MIB
 _CHUNK = 1 * _MIB
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
-
-
-class ArchiveError(Exception):
-    """The ZIP was refused; the message says why and is safe to show to the user (code 1401)."""
-
-    code = 1401
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from wanforge.training.archive import (
     hidden_reason,
 )
 from wanforge.training.captions import apply_trigger, has_trigger, normalize_caption
+from wanforge.training.errors import DatasetError
 from wanforge.training.videos import (
     TARGET_FPS,
     DecodeLimits,
@@ -62,19 +63,6 @@ __all__ = [
 ]
 
 _ACCEPTED = ", ".join(ext.lstrip(".") for ext in VIDEO_EXTENSIONS)
-
-
-class DatasetError(Exception):
-    """The ZIP holds nothing to train on; the message says what it did hold (code 1401)."""
-
-    code = 1401
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from av.container import InputContainer
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
+from wanforge.training.errors import VideoDecodeError
+
 __all__ = [
     "TARGET_FPS",
     "DecodeLimits",
@@ -33,17 +35,6 @@ __all__ = [
 
 TARGET_FPS = 16
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, IndexError, RuntimeError)
-
-
-class VideoDecodeError(Exception):
-    """The file is not a video that can be used; the message is safe to show to the user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def test_sdk_trains_two_loras_that_diffusers_loads(server: Server, dataset_zip: 
     url = client.upload(str(dataset_zip))
     out = client.run(
         TRAINER,
-        {"data": url, "trigger_word": "p3r5on", "steps": 50, "learning_rate": 0.0002, "lora_rank": 32},
+        {"data": url, "trigger_word": "p3r5on", "steps": 100, "learning_rate": 0.0002, "lora_rank": 32},
         timeout=600,
     )
     high_url, low_url = out["outputs"]

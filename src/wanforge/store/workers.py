@@ -46,3 +46,13 @@ def live_workers(db: Database, stale_after_s: float) -> list[Worker]:
                 .order_by(Worker.started_at.desc())
             )
         )
+
+
+def mark_process_gone(db: Database, hostname: str, pid: int, detail: str) -> None:
+    """A supervisor saw worker process `pid` on `hostname` exit: it no longer counts as live."""
+    with db.session() as s:
+        for row in s.scalars(select(Worker).where(Worker.pid == pid, Worker.state != "stopped")):
+            if row.id.startswith(f"{hostname}-{pid}-"):
+                row.state = "stopped"
+                row.detail = detail
+                row.current_job = None

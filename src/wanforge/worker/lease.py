@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from wanforge.store import jobs
 from wanforge.store.db import Database
+from wanforge.store.workers import touch
 
 CANCEL_POLL_S = 0.5
 
@@ -56,6 +57,7 @@ class Lease:
             if not jobs.heartbeat(self.db, self.prediction_id, self.worker_id, self.lease_s):
                 self.reason = self.reason or StopReason.LEASE_LOST
                 return
+            touch(self.db, self.worker_id, self.prediction_id)  # /health: this worker is alive
 
     def should_stop(self) -> bool:
         if self.reason is not None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("wanforge.supervisor")
@@ -21,7 +22,15 @@ RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class WorkerSupervisor:
-    def __init__(self, *, data_dir: Path, database_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        database_url: str,
+        env: dict[str, str] | None = None,
+        on_exit: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """`on_exit(pid, returncode)` runs when a worker process is seen to have exited."""
         self.command = [
             sys.executable,
             "-m",
@@ -37,6 +46,7 @@ class WorkerSupervisor:
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._spawned_at = 0.0
+        self._on_exit = on_exit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
@@ -56,6 +66,11 @@ class WorkerSupervisor:
             if proc is not None and proc.poll() is not None:
                 if self._stop.is_set():
                     return
+                if self._on_exit is not None:
+                    try:
+                        self._on_exit(proc.pid, proc.returncode)
+                    except Exception:
+                        log.exception("on_exit callback failed")
                 failures = 0 if time.monotonic() - self._spawned_at > 30 else failures + 1
                 delay = RESTART_BACKOFF_S[min(failures - 1, len(RESTART_BACKOFF_S) - 1)] if failures else 0.2
                 log.warning(

@@ -1,0 +1,136 @@
+"""The worker loop with plain-Python tasks: outcomes, failures, cancellation, lease loss, health."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+from wanforge.config import Settings
+from wanforge.store import jobs
+from wanforge.store.db import Database
+from wanforge.store.workers import live_workers, mark_process_gone
+from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
+from wanforge.worker.loop import WorkerLoop
+
+
+def _loop(settings: Settings, db: Database, task: object) -> WorkerLoop:
+    loop = WorkerLoop(settings, db)
+    loop.tasks = {"generate": task}  # type: ignore[dict-item]
+    return loop
+
+
+def _submit(db: Database) -> str:
+    return jobs.create_prediction(
+        db, model="m", kind="generate", input={}, server_base="http://h", max_attempts=3
+    ).id
+
+
+def _run_one(loop: WorkerLoop, db: Database) -> None:
+    row = jobs.claim_next(db, loop.worker_id, loop.settings.lease_s, ("generate",))
+    assert row is not None
+    loop.run_job(row)
+
+
+def test_outcome_is_stored(settings: Settings, db: Database) -> None:
+    def task(ctx: JobContext) -> TaskOutcome:
+        ctx.progress.report("working", 1, 2, force=True)
+        key = ctx.storage.new_key("outputs", "x.bin")
+        ctx.storage.put_bytes(key, b"data")
+        return TaskOutcome(outputs=[key], result={"answer": 42})
+
+    pid = _submit(db)
+    loop = _loop(settings, db, task)
+    _run_one(loop, db)
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.status == "completed" and row.result == {"answer": 42}
+    assert loop.storage.read_bytes(row.outputs[0]) == b"data"
+    assert row.inference_ms is not None and row.progress["stage"] == "working"
+
+
+def test_task_errors_keep_their_code(settings: Settings, db: Database) -> None:
+    def bad_media(ctx: JobContext) -> TaskOutcome:
+        raise TaskError(1402, "cannot read image: nope")
+
+    def crash(ctx: JobContext) -> TaskOutcome:
+        raise ZeroDivisionError("boom")
+
+    for task, code, text in (
+        (bad_media, 1402, "cannot read image"),
+        (crash, 1403, "ZeroDivisionError: boom"),
+    ):
+        pid = _submit(db)
+        _run_one(_loop(settings, db, task), db)
+        row = jobs.get_prediction(db, pid)
+        assert row is not None and row.status == "failed" and row.error_code == code and text in row.error
+
+
+def test_cancel_between_steps(settings: Settings, db: Database) -> None:
+    started = threading.Event()
+
+    def slow(ctx: JobContext) -> TaskOutcome:
+        started.set()
+        for _ in range(200):
+            if ctx.lease.should_stop():
+                raise TaskStopped("stopped")
+            time.sleep(0.02)
+        raise AssertionError("never cancelled")
+
+    pid = _submit(db)
+    loop = _loop(settings, db, slow)
+    runner = threading.Thread(target=_run_one, args=(loop, db))
+    runner.start()
+    assert started.wait(5)
+    jobs.request_cancel(db, pid)
+    runner.join(10)
+    assert jobs.get_prediction(db, pid).status == "cancelled"  # type: ignore[union-attr]
+
+
+def test_lost_lease_drops_the_outputs(settings: Settings, db: Database) -> None:
+    settings.lease_s = 0.3
+    made: list[str] = []
+
+    def stalls(ctx: JobContext) -> TaskOutcome:
+        # another worker takes the job over while this one is stuck
+        with db.session() as s:
+            from wanforge.store.tables import Prediction
+
+            row = s.get(Prediction, ctx.prediction.id)
+            assert row is not None
+            row.lease_owner = "someone-else"
+        key = ctx.storage.new_key("outputs", "late.bin")
+        ctx.storage.put_bytes(key, b"late")
+        made.append(key)
+        time.sleep(0.3)
+        return TaskOutcome(outputs=[key], result={})
+
+    pid = _submit(db)
+    loop = _loop(settings, db, stalls)
+    _run_one(loop, db)
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.status == "processing" and row.outputs == []
+    assert not loop.storage.exists(made[0])
+
+
+def test_shutdown_releases_the_job(settings: Settings, db: Database) -> None:
+    def waits(ctx: JobContext) -> TaskOutcome:
+        ctx.lease.shutdown.set()
+        assert ctx.lease.should_stop()
+        raise TaskStopped("shutdown")
+
+    pid = _submit(db)
+    _run_one(_loop(settings, db, waits), db)
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.status == "created" and row.attempts == 0
+
+
+def test_health_rows(settings: Settings, db: Database) -> None:
+    loop = _loop(settings, db, None)
+    loop.tasks = {}
+    from wanforge.store.workers import report_state
+
+    report_state(db, loop.worker_id, "ready", model="demo")
+    assert [w.id for w in live_workers(db, 30)] == [loop.worker_id]
+    mark_process_gone(db, socket.gethostname(), os.getpid(), "exited")
+    assert live_workers(db, 30) == []

@@ -111,11 +111,30 @@ class ModelSpec:
     summary: str = ""
 
 
+class I2VPlus480pInput(I2VInput):
+    """Alibaba Wan 2.2 I2V Plus 480p: one image and a prompt to a 5-second 480p video."""
+
+
+class I2VPlus720pInput(I2VInput):
+    """Alibaba Wan 2.2 I2V Plus 720p: one image and a prompt to a 5-second 720p video."""
+
+
+class I2VPlus1080pInput(I2VInput):
+    """Alibaba Wan 2.2 I2V Plus 1080p: one image and a prompt to a 5-second 1080p (Full HD) video."""
+
+
+_I2V_INPUTS: dict[str, type[I2VInput]] = {
+    "480p": I2VPlus480pInput,
+    "720p": I2VPlus720pInput,
+    "1080p": I2VPlus1080pInput,
+}
+
+
 def _i2v(resolution: str) -> ModelSpec:
     return ModelSpec(
         id=f"alibaba/wan-2.2/i2v-plus-{resolution}",
         kind=TaskKind.GENERATE,
-        input_model=I2VInput,
+        input_model=_I2V_INPUTS[resolution],
         resolution=resolution,
         summary=f"Wan 2.2 image-to-video, 5 s at {resolution}",
     )

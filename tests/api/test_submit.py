@@ -133,10 +133,13 @@ def test_list_and_cancel(client: TestClient, auth: dict[str, str]) -> None:
 def test_openapi_documents_each_model_body(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    for model in ("i2v-plus-480p", "i2v-plus-720p", "i2v-plus-1080p"):
-        ref = paths[f"/api/v3/alibaba/wan-2.2/{model}"]["post"]["requestBody"]["content"]["application/json"]
-        assert ref["schema"]["$ref"].endswith("/I2VInput")
+    for res in ("480p", "720p", "1080p"):
+        body = paths[f"/api/v3/alibaba/wan-2.2/i2v-plus-{res}"]["post"]["requestBody"]["content"][
+            "application/json"
+        ]
+        assert body["schema"]["$ref"].endswith(f"/I2VPlus{res}Input")
     trainer = paths["/api/v3/wavespeed-ai/wan-2.2-i2v-lora-trainer"]["post"]["requestBody"]
     assert trainer["content"]["application/json"]["schema"]["$ref"].endswith("/LoraTrainerInput")
-    props = schema["components"]["schemas"]["I2VInput"]["properties"]
+    assert res in schema["components"]["schemas"][f"I2VPlus{res}Input"]["description"]
+    props = schema["components"]["schemas"]["I2VPlus1080pInput"]["properties"]
     assert props["seed"]["minimum"] == -1 and props["seed"]["maximum"] == 2147483647

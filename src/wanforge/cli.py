@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -90,25 +91,35 @@ def serve(
         )
         for _ in range(max(0, workers))
     ]
+
+    def stop_workers() -> None:
+        for sup in supervisors:
+            sup.stop()
+
+    # uvicorn re-raises SIGTERM/SIGINT after its shutdown, which skips `finally` blocks: stop the
+    # workers in the app's shutdown instead (and the workers exit by themselves if this process dies)
+    app_ = create_app(settings, db, on_shutdown=[stop_workers])
     for sup in supervisors:
         sup.start()
     typer.echo(f"wanforge serving model '{settings.model}' on http://{settings.host}:{settings.port}")
     try:
-        uvicorn.run(create_app(settings, db), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info")
     finally:
-        for sup in supervisors:
-            sup.stop()
+        stop_workers()
 
 
 @app.command()
 def worker(data_dir: DataDirOpt = None, database_url: DbOpt = None, model: ModelOpt = None) -> None:
     """Run one worker process: load the model, then claim and run jobs from the store."""
     from wanforge.worker.loop import WorkerLoop
+    from wanforge.worker.supervisor import PARENT_ENV
 
     _logging()
     settings = load_settings(data_dir=data_dir, database_url=database_url, model=model)
     loop = WorkerLoop(settings, _open_db(settings))
     loop.install_signal_handlers()
+    if parent := os.environ.get(PARENT_ENV):
+        loop.watch_parent(int(parent))
     loop.run_forever()
 
 

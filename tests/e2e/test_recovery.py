@@ -75,3 +75,30 @@ def test_queued_work_survives_a_server_restart(tmp_path: Path, image_16x9: Path)
     with running_server(tmp_path) as server:
         for i in ids:
             assert server.wait_for(i)["status"] == "completed"
+
+
+def _gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie (exited, not yet reaped by its parent) counts as gone
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_no_worker_outlives_its_server(tmp_path: Path, sig: signal.Signals) -> None:
+    with running_server(tmp_path) as server:
+        worker_pid = int(server.health()["workers"][0]["pid"])
+        server.process.send_signal(sig)
+        server.process.wait(timeout=30)
+        assert _gone(worker_pid, 20), f"worker {worker_pid} outlived its server after {sig.name}"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from wanforge import __version__
@@ -13,9 +17,22 @@ from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database
 
 
-def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
-    """Build the app; the database is expected to be migrated already (see `wanforge serve`)."""
+def create_app(
+    settings: Settings, db: Database | None = None, on_shutdown: Sequence[Callable[[], None]] = ()
+) -> FastAPI:
+    """Build the app; the database is expected to be migrated already (see `wanforge serve`).
+
+    `on_shutdown` callbacks run when the server shuts down (e.g. stopping worker processes).
+    """
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for callback in on_shutdown:
+            await asyncio.to_thread(callback)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="wanforge",
         version=__version__,
         description="Self-hosted Wan 2.2 image-to-video and I2V LoRA training, "

@@ -50,6 +50,17 @@ class WorkerLoop:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
 
+    def watch_parent(self, parent_pid: int, interval_s: float = 1.0) -> None:
+        """Stop (releasing the job) when the supervising process is gone, so no worker is orphaned."""
+
+        def _watch() -> None:
+            while not self.shutdown.wait(interval_s):
+                if os.getppid() != parent_pid:
+                    log.warning("worker %s: supervisor %d is gone, stopping", self.worker_id, parent_pid)
+                    self.shutdown.set()
+
+        threading.Thread(target=_watch, name="parent-watch", daemon=True).start()
+
     def load(self) -> bool:
         """Load the model and register the tasks; report loading/ready/failed for /health."""
         report_state(self.db, self.worker_id, "loading", model=self.settings.model)

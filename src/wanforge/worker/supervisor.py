@@ -19,6 +19,8 @@ from pathlib import Path
 log = logging.getLogger("wanforge.supervisor")
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# a supervised worker watches this pid and stops when its supervisor is gone
+PARENT_ENV = "WANFORGE_SUPERVISOR_PID"
 
 
 class WorkerSupervisor:
@@ -42,7 +44,7 @@ class WorkerSupervisor:
             database_url,
         ]
         # OpenMP threads that busy-wait make a CPU worker 10-50x slower when cores are shared
-        self.env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **(env or {})}
+        self.env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **(env or {}), PARENT_ENV: str(os.getpid())}
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._spawned_at = 0.0

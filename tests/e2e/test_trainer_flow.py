@@ -147,3 +147,16 @@ def test_worker_killed_mid_training_resumes_from_checkpoint(tmp_path: Path, data
         resumed = data["result"]["training"]["high_noise"]["resumed_from"]
         assert resumed >= 20, data["result"]["training"]
         assert len(data["outputs"]) == 2
+
+
+def test_failed_training_leaves_no_job_directory(server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "empty.zip"
+    make_zip_with_infos(path, [(zipfile.ZipInfo("readme.md"), b"# nothing here")])
+    with server.client() as c:
+        url = c.post("/api/v3/media/upload/binary", files={"file": ("empty.zip", path.read_bytes())}).json()[
+            "data"
+        ]["download_url"]
+        pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50}).json()["data"]["id"]
+    data = server.wait_for(pid, timeout_s=120)
+    assert data["status"] == "failed" and data["error_code"] == 1401 and "1 .md" in data["error"]
+    assert not (server.data_dir / "jobs" / pid).exists()

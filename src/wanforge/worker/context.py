@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,19 +51,46 @@ class JobContext:
         self.prediction.result = merged
         jobs.save_result(self.lease.db, self.prediction.id, self.lease.worker_id, merged)
 
+    def own_base_urls(self) -> list[str]:
+        own = [self.prediction.server_base] if self.prediction.server_base else []
+        if self.settings.public_url:
+            own.append(self.settings.public_url)
+        return own
+
+    def fetch_to_file(self, url: str, what: str, target: Path, max_bytes: int) -> None:
+        """Put the media at `url` into `target`: an own upload is copied from storage (no size
+        round trip through memory), anything else is read under the fetch rules."""
+        from wanforge.media.errors import MediaError
+        from wanforge.media.resolve import own_file_key
+
+        partial = target.with_name(target.name + ".part")
+        key = own_file_key(url, self.own_base_urls())
+        if key is not None:
+            try:
+                source = self.storage.path(key)
+            except MediaError as exc:
+                raise TaskError(1402, f"cannot read {what}: {exc}") from exc
+            if not source.is_file():
+                raise TaskError(1402, f"cannot read {what}: upload not found: {url}")
+            if source.stat().st_size > max_bytes:
+                raise TaskError(
+                    1402, f"cannot read {what}: the upload is over the limit of {max_bytes} bytes"
+                )
+            shutil.copyfile(source, partial)
+        else:
+            partial.write_bytes(self.read_media(url, what, max_bytes=max_bytes))
+        partial.replace(target)
+
     def read_media(self, url: str, what: str, max_bytes: int | None = None) -> bytes:
         """Read a user-given media URL (own upload, data: URI or remote) under the fetch rules."""
         from wanforge.media.errors import MediaError
         from wanforge.media.resolve import read_media
 
-        own = [self.prediction.server_base] if self.prediction.server_base else []
-        if self.settings.public_url:
-            own.append(self.settings.public_url)
         try:
             return read_media(
                 url,
                 storage=self.storage,
-                own_base_urls=own,
+                own_base_urls=self.own_base_urls(),
                 max_bytes=max_bytes or self.settings.max_download_bytes,
                 timeout_s=self.settings.fetch_timeout_s,
                 allow_private=self.settings.allow_private_urls,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -122,8 +123,11 @@ class WorkerLoop:
                 outcome = task(ctx)
             except TaskStopped:
                 self._stopped(row, lease.reason)
+                if lease.reason is StopReason.CANCELLED:
+                    shutil.rmtree(ctx.job_dir, ignore_errors=True)
             except TaskError as exc:
                 jobs.fail(self.db, row.id, self.worker_id, code=exc.code, error=exc.message)
+                shutil.rmtree(ctx.job_dir, ignore_errors=True)
             except Exception as exc:
                 log.exception("job %s failed", row.id)
                 reporter.log(*traceback.format_exc().splitlines()[-20:])
@@ -134,6 +138,7 @@ class WorkerLoop:
                     code=1403,
                     error=f"task execution failed: {type(exc).__name__}: {exc}",
                 )
+                shutil.rmtree(ctx.job_dir, ignore_errors=True)
             else:
                 if lease.reason is StopReason.LEASE_LOST or not jobs.complete(
                     self.db,

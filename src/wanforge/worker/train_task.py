@@ -24,11 +24,8 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
 
     ctx.progress.report("fetching", 0, 1, force=True)
     zip_path = ctx.job_dir / "data.zip"
-    if not zip_path.exists():
-        data = ctx.read_media(inp.data, "data", max_bytes=ctx.settings.max_upload_bytes)
-        partial = zip_path.with_suffix(".part")
-        partial.write_bytes(data)
-        partial.replace(zip_path)
+    if not zip_path.exists():  # a re-run after a crash already has it
+        ctx.fetch_to_file(inp.data, "data", zip_path, max_bytes=ctx.settings.max_upload_bytes)
 
     def on_dataset(report: DatasetReport) -> None:
         ctx.remember({"dataset": report.to_dict()})

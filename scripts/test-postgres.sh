@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Start (or stop) a throwaway PostgreSQL for the test suite; `start` prints its SQLAlchemy URL.
+#   URL=$(scripts/test-postgres.sh start /tmp/wanforge-pg)   ...   scripts/test-postgres.sh stop /tmp/wanforge-pg
+# Installs Debian's postgresql package when no server is present (CI runs as root).
+set -euo pipefail
+cmd=${1:?start|stop}
+dir=${2:?directory}
+port=${WANFORGE_TEST_PGPORT:-55432}
+
+find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+case "$cmd" in
+  start)
+    if [ -z "$(find_bin)" ]; then
+      apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    fi
+    bin=$(find_bin)
+    rm -rf "$dir" && mkdir -p "$dir"
+    run=()
+    if [ "$(id -u)" = 0 ]; then
+      chown postgres "$dir"
+      run=(runuser -u postgres --)
+    fi
+    "${run[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
+    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+    echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+    ;;
+  stop)
+    bin=$(find_bin)
+    run=()
+    [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
+    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    ;;
+esac

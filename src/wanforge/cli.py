@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,7 +64,7 @@ def serve(
 
     from wanforge.api.app import create_app
     from wanforge.store.keys import create_key, ensure_key, has_active_key
-    from wanforge.store.workers import mark_process_gone
+    from wanforge.store.workers import host_label, mark_process_gone
     from wanforge.worker.supervisor import WorkerSupervisor
 
     _logging()
@@ -77,7 +76,7 @@ def serve(
         plaintext, _ = create_key(db, "created at first start")
         typer.secho(f"\nNew API key (shown once, stored hashed):\n\n    {plaintext}\n", fg="green", bold=True)
     env = {"WANFORGE_MODEL": settings.model, "WANFORGE_DATA_DIR": str(settings.data_dir)}
-    host_name = socket.gethostname()
+    host_name = host_label()
 
     def worker_exited(pid: int, returncode: int) -> None:
         mark_process_gone(db, host_name, pid, f"process exited with {returncode}")

@@ -143,3 +143,25 @@ def test_openapi_documents_each_model_body(client: TestClient) -> None:
     assert res in schema["components"]["schemas"][f"I2VPlus{res}Input"]["description"]
     props = schema["components"]["schemas"]["I2VPlus1080pInput"]["properties"]
     assert props["seed"]["minimum"] == -1 and props["seed"]["maximum"] == 2147483647
+
+
+def test_sync_mode_timeout_is_recognisable(client: TestClient, auth: dict[str, str]) -> None:
+    client.app.state.wanforge.settings.sync_mode_timeout_s = 0.3  # type: ignore[attr-defined]
+    resp = client.post(I2V, headers=auth, json={**GOOD, "enable_sync_mode": True})
+    body = resp.json()
+    assert body["code"] == 5004 and body["data"]["code"] == 5004  # what the wavespeed SDK checks
+    assert body["data"]["status"] == "created" and "Sync mode timed out" in body["data"]["error"]
+
+
+def test_list_filter_converts_offsets_to_utc(client: TestClient, auth: dict[str, str]) -> None:
+    created = client.post(I2V, headers=auth, json=GOOD).json()["data"]["created_at"]
+    from datetime import datetime, timedelta, timezone
+
+    ts = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    # one minute before creation, written in UTC+02:00
+    before = (ts - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))
+    listed = client.post("/api/v3/predictions", headers=auth, json={"created_after": before.isoformat()})
+    assert listed.json()["data"]["total"] == 1
+    after = (ts + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))
+    listed = client.post("/api/v3/predictions", headers=auth, json={"created_after": after.isoformat()})
+    assert listed.json()["data"]["total"] == 0

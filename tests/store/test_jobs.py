@@ -98,3 +98,21 @@ def test_release_gives_the_attempt_back(db: Database) -> None:
     assert jobs.release(db, pid, "A")
     row = jobs.claim_next(db, "B", 30, ("generate",))
     assert row is not None and row.id == pid and row.attempts == 1
+
+
+def test_cancelled_job_of_a_dead_worker_ends_cancelled(db: Database) -> None:
+    pid = _new(db)
+    assert jobs.claim_next(db, "A", 0.1, ("generate",)) is not None
+    jobs.request_cancel(db, pid)  # flagged; then worker A dies before it sees the flag
+    time.sleep(0.2)
+    assert jobs.claim_next(db, "B", 30, ("generate",)) is None
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.status == "cancelled"
+
+
+def test_release_of_a_cancelled_job_cancels_it(db: Database) -> None:
+    pid = _new(db)
+    assert jobs.claim_next(db, "A", 30, ("generate",)) is not None
+    jobs.request_cancel(db, pid)
+    jobs.release(db, pid, "A")
+    assert jobs.get_prediction(db, pid).status == "cancelled"  # type: ignore[union-attr]

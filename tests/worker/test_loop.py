@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
 from wanforge.config import Settings
 from wanforge.store import jobs
 from wanforge.store.db import Database
-from wanforge.store.workers import live_workers, mark_process_gone
+from wanforge.store.workers import host_label, live_workers, mark_process_gone
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
 from wanforge.worker.loop import WorkerLoop
 
@@ -99,6 +98,8 @@ def test_lost_lease_drops_the_outputs(settings: Settings, db: Database) -> None:
             row = s.get(Prediction, ctx.prediction.id)
             assert row is not None
             row.lease_owner = "someone-else"
+        ctx.job_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.job_dir / "checkpoint.pt").write_bytes(b"the new owner's")
         key = ctx.storage.new_key("outputs", "late.bin")
         ctx.storage.put_bytes(key, b"late")
         made.append(key)
@@ -111,6 +112,8 @@ def test_lost_lease_drops_the_outputs(settings: Settings, db: Database) -> None:
     row = jobs.get_prediction(db, pid)
     assert row is not None and row.status == "processing" and row.outputs == []
     assert not loop.storage.exists(made[0])
+    # the job directory belongs to the worker that owns the job now
+    assert (settings.jobs_dir / pid / "checkpoint.pt").read_bytes() == b"the new owner's"
 
 
 def test_shutdown_releases_the_job(settings: Settings, db: Database) -> None:
@@ -132,5 +135,22 @@ def test_health_rows(settings: Settings, db: Database) -> None:
 
     report_state(db, loop.worker_id, "ready", model="demo")
     assert [w.id for w in live_workers(db, 30)] == [loop.worker_id]
-    mark_process_gone(db, socket.gethostname(), os.getpid(), "exited")
+    mark_process_gone(db, host_label(), os.getpid(), "exited")
     assert live_workers(db, 30) == []
+
+
+def test_finished_job_cleans_its_directory_and_nan_is_stored_as_null(
+    settings: Settings, db: Database
+) -> None:
+    def task(ctx: JobContext) -> TaskOutcome:
+        ctx.job_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.job_dir / "scratch").write_bytes(b"x")
+        ctx.progress.report("training", 1, 1, force=True, loss=float("nan"))
+        return TaskOutcome(outputs=[], result={"final_loss": float("inf"), "ok": 1.5})
+
+    pid = _submit(db)
+    _run_one(_loop(settings, db, task), db)
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.status == "completed"
+    assert row.result == {"final_loss": None, "ok": 1.5} and row.progress["loss"] is None
+    assert not (settings.jobs_dir / pid).exists()

@@ -4,6 +4,7 @@
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,13 @@ from wanforge.catalog import MODELS, ModelSpec
 from wanforge.store import jobs
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
+
+
+def naive_utc(ts: datetime | None) -> datetime | None:
+    """The store keeps naive UTC; an aware time is converted, a naive one is taken as UTC."""
+    if ts is None or ts.tzinfo is None:
+        return ts
+    return ts.astimezone(UTC).replace(tzinfo=None)
 
 
 async def _wait_until_done(state: StateDep, prediction_id: str, timeout_s: float) -> bool:
@@ -54,7 +62,10 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
                     f"Sync mode timed out after {state.settings.sync_mode_timeout_s:g}s; "
                     f"the task is still running, query {data.urls.get}"
                 )
-                return envelope(data.model_dump(), code=TIMEOUT, message="sync mode timed out")
+                # the SDK recognises a sync-mode timeout by data.code == 5004
+                return envelope(
+                    {**data.model_dump(), "code": TIMEOUT}, code=TIMEOUT, message="sync mode timed out"
+                )
             return envelope(data.model_dump())
         return envelope(prediction_out(row, base).model_dump())
 
@@ -68,7 +79,9 @@ for _spec in MODELS.values():
         f"/{_spec.id}",
         _make_submit(_spec),
         methods=["POST"],
-        response_model=PredictionEnvelope,
+        # documented, not enforced: a sync-mode timeout adds `data.code` (5004) for the SDK
+        response_model=None,
+        responses={200: {"model": PredictionEnvelope}},
         summary=f"Submit: {_spec.summary}",
         name=_spec.id,
     )
@@ -102,8 +115,8 @@ def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlD
         page_size=body.page_size,
         model=body.model,
         status=body.status,
-        created_after=body.created_after.replace(tzinfo=None) if body.created_after else None,
-        created_before=body.created_before.replace(tzinfo=None) if body.created_before else None,
+        created_after=naive_utc(body.created_after),
+        created_before=naive_utc(body.created_before),
     )
     return envelope(
         {

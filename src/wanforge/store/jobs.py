@@ -7,6 +7,7 @@ took the job over: a job gets exactly one set of outputs.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,17 @@ from wanforge.store.tables import Prediction
 ACTIVE = ("created", "processing")
 TERMINAL = ("completed", "failed", "cancelled")
 EXHAUSTED_CODE = 5000
+
+
+def json_safe(value: Any) -> Any:
+    """JSON columns refuse NaN/Infinity on PostgreSQL (and JSON responses refuse them): use null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def new_id() -> str:
@@ -71,9 +83,24 @@ def _claimable(now: datetime) -> Any:
     )
 
 
-def _fail_exhausted(db: Database, now: datetime) -> None:
-    """Jobs whose lease ran out after their last allowed attempt fail with 5000."""
+def _settle_abandoned(db: Database, now: datetime) -> None:
+    """Jobs whose worker vanished: cancelled ones end as cancelled; ones out of attempts fail (5000)."""
     with db.session() as s:
+        s.execute(
+            update(Prediction)
+            .where(
+                Prediction.status == "processing",
+                Prediction.lease_expires_at < now,
+                Prediction.cancel_requested.is_(True),
+            )
+            .values(
+                status="cancelled",
+                error="cancelled by request",
+                completed_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
         s.execute(
             update(Prediction)
             .where(
@@ -95,7 +122,7 @@ def _fail_exhausted(db: Database, now: datetime) -> None:
 def claim_next(db: Database, worker_id: str, lease_s: float, kinds: tuple[str, ...]) -> Prediction | None:
     """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds."""
     now = utcnow()
-    _fail_exhausted(db, now)
+    _settle_abandoned(db, now)
     for _ in range(5):
         with db.session() as s:
             candidate = s.scalars(
@@ -142,7 +169,7 @@ def heartbeat(db: Database, prediction_id: str, worker_id: str, lease_s: float) 
 
 
 def set_progress(db: Database, prediction_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
-    return _update_owned(db, prediction_id, worker_id, progress=progress)
+    return _update_owned(db, prediction_id, worker_id, progress=json_safe(progress))
 
 
 def append_logs(db: Database, prediction_id: str, worker_id: str, lines: list[str]) -> bool:
@@ -167,7 +194,7 @@ def complete(
         worker_id,
         status="completed",
         outputs=outputs,
-        result=result,
+        result=json_safe(result),
         inference_ms=inference_ms,
         completed_at=utcnow(),
         lease_owner=None,
@@ -193,7 +220,7 @@ def fail(
         "lease_expires_at": None,
     }
     if result is not None:
-        values["result"] = result
+        values["result"] = json_safe(result)
     return _update_owned(db, prediction_id, worker_id, **values)
 
 
@@ -282,7 +309,11 @@ def delete_predictions(db: Database, ids: list[str]) -> list[str]:
 
 
 def release(db: Database, prediction_id: str, worker_id: str) -> bool:
-    """Give a job back to the queue (worker shutting down): this attempt does not count."""
+    """Give a job back to the queue (worker shutting down): this attempt does not count.
+
+    A job whose cancellation was asked for meanwhile ends as cancelled instead."""
+    if is_cancel_requested(db, prediction_id):
+        return mark_cancelled(db, prediction_id, worker_id)
     return _update_owned(
         db,
         prediction_id,
@@ -296,4 +327,4 @@ def release(db: Database, prediction_id: str, worker_id: str) -> bool:
 
 def save_result(db: Database, prediction_id: str, worker_id: str, result: dict[str, Any]) -> bool:
     """Record facts fixed early in a run (e.g. the seed) so a re-run after a crash reuses them."""
-    return _update_owned(db, prediction_id, worker_id, result=result)
+    return _update_owned(db, prediction_id, worker_id, result=json_safe(result))

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import Worker
+
+
+def host_label() -> str:
+    """This machine's name as worker ids use it (short enough for the id column)."""
+    return socket.gethostname()[:40]
 
 
 def report_state(

@@ -57,7 +57,6 @@ def run_generate(ctx: JobContext, engine: Engine) -> TaskOutcome:
     write_mp4(result.frames, local, result.fps)
     key = ctx.storage.new_key("outputs", f"{ctx.prediction.id}.mp4")
     ctx.storage.put_file(key, local)
-    local.unlink(missing_ok=True)
     return TaskOutcome(
         outputs=[key],
         result={

@@ -7,6 +7,7 @@ is shutting down.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from enum import StrEnum
@@ -16,6 +17,8 @@ from wanforge.store.db import Database
 from wanforge.store.workers import touch
 
 CANCEL_POLL_S = 0.5
+
+log = logging.getLogger("wanforge.worker")
 
 
 class StopReason(StrEnum):
@@ -53,11 +56,20 @@ class Lease:
 
     def _beat(self) -> None:
         interval = max(0.2, self.lease_s / 3)
+        last_ok = time.monotonic()
         while not self._done.wait(interval):
-            if not jobs.heartbeat(self.db, self.prediction_id, self.worker_id, self.lease_s):
+            try:
+                owned = jobs.heartbeat(self.db, self.prediction_id, self.worker_id, self.lease_s)
+                touch(self.db, self.worker_id, self.prediction_id)  # /health: this worker is alive
+            except Exception:  # a locked or unreachable store: retry until the lease would be gone
+                log.warning("heartbeat for %s failed", self.prediction_id, exc_info=True)
+                if time.monotonic() - last_ok < self.lease_s:
+                    continue
+                owned = False
+            if not owned:
                 self.reason = self.reason or StopReason.LEASE_LOST
                 return
-            touch(self.db, self.worker_id, self.prediction_id)  # /health: this worker is alive
+            last_ok = time.monotonic()
 
     def should_stop(self) -> bool:
         if self.reason is not None:
@@ -68,6 +80,9 @@ class Lease:
         now = time.monotonic()
         if now - self._last_cancel_check >= CANCEL_POLL_S:
             self._last_cancel_check = now
-            if jobs.is_cancel_requested(self.db, self.prediction_id):
-                self.reason = StopReason.CANCELLED
+            try:
+                if jobs.is_cancel_requested(self.db, self.prediction_id):
+                    self.reason = StopReason.CANCELLED
+            except Exception:  # checked again in CANCEL_POLL_S; the heartbeat guards the lease
+                log.warning("cancel check for %s failed", self.prediction_id, exc_info=True)
         return self.reason is not None

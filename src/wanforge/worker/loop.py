@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import shutil
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -18,7 +18,7 @@ from wanforge.media.storage import LocalStorage
 from wanforge.store import jobs
 from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
-from wanforge.store.workers import report_state, touch
+from wanforge.store.workers import host_label, report_state, touch
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
 from wanforge.worker.lease import Lease, StopReason
 from wanforge.worker.progress import ProgressReporter
@@ -29,7 +29,7 @@ IDLE_TOUCH_S = 5.0
 
 
 def new_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{host_label()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class WorkerLoop:
@@ -86,15 +86,23 @@ class WorkerLoop:
         ok = self.load()
         done = 0
         last_touch = 0.0
+        failures = 0
         while not self.shutdown.is_set():
-            if time.monotonic() - last_touch > IDLE_TOUCH_S:
-                touch(self.db, self.worker_id, None)
-                last_touch = time.monotonic()
-            row = (
-                jobs.claim_next(self.db, self.worker_id, self.settings.lease_s, tuple(self.tasks))
-                if ok
-                else None
-            )
+            try:
+                if time.monotonic() - last_touch > IDLE_TOUCH_S:
+                    touch(self.db, self.worker_id, None)
+                    last_touch = time.monotonic()
+                row = (
+                    jobs.claim_next(self.db, self.worker_id, self.settings.lease_s, tuple(self.tasks))
+                    if ok
+                    else None
+                )
+            except Exception:  # the store is locked or unreachable: wait and try again
+                failures += 1
+                log.warning("worker %s: store unavailable (%d)", self.worker_id, failures, exc_info=True)
+                self.shutdown.wait(min(30.0, self.settings.poll_interval_s * 2**failures))
+                continue
+            failures = 0
             if row is None:
                 self.shutdown.wait(self.settings.poll_interval_s)
                 continue
@@ -102,11 +110,17 @@ class WorkerLoop:
             done += 1
             if max_jobs is not None and done >= max_jobs:
                 break
-        report_state(self.db, self.worker_id, "stopped", model=self.settings.model)
+        with contextlib.suppress(Exception):
+            report_state(self.db, self.worker_id, "stopped", model=self.settings.model)
 
     def run_job(self, row: Prediction) -> None:
+        """Run one claimed job and record its outcome, unless another worker took it over.
+
+        The job directory is shared by every attempt (a training run resumes from it), so only
+        the worker whose outcome was recorded removes it.
+        """
         task = self.tasks[row.kind]
-        touch(self.db, self.worker_id, row.id)
+        job_dir = self.settings.jobs_dir / row.id
         reporter = ProgressReporter(self.db, row.id, self.worker_id)
         started = time.monotonic()
         with Lease(self.db, row.id, self.worker_id, self.settings.lease_s, self.shutdown) as lease:
@@ -116,46 +130,55 @@ class WorkerLoop:
                 prediction=row,
                 lease=lease,
                 progress=reporter,
-                job_dir=self.settings.jobs_dir / row.id,
+                job_dir=job_dir,
             )
-            reporter.log(f"attempt {row.attempts} on worker {self.worker_id}")
             try:
-                outcome = task(ctx)
-            except TaskStopped:
-                self._stopped(row, lease.reason)
-                if lease.reason is StopReason.CANCELLED:
-                    shutil.rmtree(ctx.job_dir, ignore_errors=True)
-            except TaskError as exc:
-                jobs.fail(self.db, row.id, self.worker_id, code=exc.code, error=exc.message)
-                shutil.rmtree(ctx.job_dir, ignore_errors=True)
-            except Exception as exc:
-                log.exception("job %s failed", row.id)
-                reporter.log(*traceback.format_exc().splitlines()[-20:])
-                jobs.fail(
-                    self.db,
-                    row.id,
-                    self.worker_id,
-                    code=1403,
-                    error=f"task execution failed: {type(exc).__name__}: {exc}",
-                )
-                shutil.rmtree(ctx.job_dir, ignore_errors=True)
-            else:
-                if lease.reason is StopReason.LEASE_LOST or not jobs.complete(
-                    self.db,
-                    row.id,
-                    self.worker_id,
-                    outputs=outcome.outputs,
-                    result={**(row.result or {}), **outcome.result},
-                    inference_ms=int((time.monotonic() - started) * 1000),
-                ):
-                    # another worker owns the job now: its outputs count, ours are dropped
-                    for key in outcome.outputs:
-                        self.storage.delete(key)
-        touch(self.db, self.worker_id, None)
+                touch(self.db, self.worker_id, row.id)
+                reporter.log(f"attempt {row.attempts} on worker {self.worker_id}")
+                recorded = self._finish(row, ctx, task, started)
+            except Exception:  # the store failed while recording: the lease runs out, the job reruns
+                log.exception("job %s: could not record its outcome", row.id)
+                recorded = False
+        if recorded:
+            shutil.rmtree(job_dir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            touch(self.db, self.worker_id, None)
 
-    def _stopped(self, row: Prediction, reason: StopReason | None) -> None:
+    def _finish(self, row: Prediction, ctx: JobContext, task: Task, started: float) -> bool:
+        """Run the task; True when this worker's terminal outcome was recorded."""
+        try:
+            outcome = task(ctx)
+        except TaskStopped:
+            return self._stopped(row, ctx.lease.reason)
+        except TaskError as exc:
+            return jobs.fail(self.db, row.id, self.worker_id, code=exc.code, error=exc.message)
+        except Exception as exc:
+            log.exception("job %s failed", row.id)
+            ctx.progress.log(*traceback.format_exc().splitlines()[-20:])
+            return jobs.fail(
+                self.db,
+                row.id,
+                self.worker_id,
+                code=1403,
+                error=f"task execution failed: {type(exc).__name__}: {exc}",
+            )
+        won = ctx.lease.reason is not StopReason.LEASE_LOST and jobs.complete(
+            self.db,
+            row.id,
+            self.worker_id,
+            outputs=outcome.outputs,
+            result={**(row.result or {}), **outcome.result},
+            inference_ms=int((time.monotonic() - started) * 1000),
+        )
+        if not won:  # another worker owns the job now: its outputs count, ours are dropped
+            for key in outcome.outputs:
+                self.storage.delete(key)
+        return won
+
+    def _stopped(self, row: Prediction, reason: StopReason | None) -> bool:
+        """True when the job ended here (cancelled); a released or lost job lives on elsewhere."""
         if reason is StopReason.CANCELLED:
-            jobs.mark_cancelled(self.db, row.id, self.worker_id)
-        elif reason is StopReason.SHUTDOWN:
+            return jobs.mark_cancelled(self.db, row.id, self.worker_id)
+        if reason is StopReason.SHUTDOWN:
             jobs.release(self.db, row.id, self.worker_id)
-        # LEASE_LOST: the job belongs to another worker; leave it alone
+        return False  # LEASE_LOST: the job belongs to another worker; leave it alone

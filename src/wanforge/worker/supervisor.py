@@ -40,11 +40,16 @@ class WorkerSupervisor:
             "worker",
             "--data-dir",
             str(data_dir),
-            "--database-url",
-            database_url,
         ]
         # OpenMP threads that busy-wait make a CPU worker 10-50x slower when cores are shared
-        self.env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **(env or {}), PARENT_ENV: str(os.getpid())}
+        self.env = {
+            "OMP_WAIT_POLICY": "PASSIVE",
+            **os.environ,
+            **(env or {}),
+            # in the environment, not on the command line: `ps` shows arguments to every user
+            "WANFORGE_DATABASE_URL": database_url,
+            PARENT_ENV: str(os.getpid()),
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._spawned_at = 0.0

@@ -6,7 +6,6 @@ the latent cache and each expert's last checkpoint there and resumes from them.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from wanforge.catalog import LoraTrainerInput
@@ -71,7 +70,6 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
         key = ctx.storage.new_key("outputs", path.name)
         ctx.storage.put_file(key, path)
         outputs.append(key)
-    shutil.rmtree(ctx.job_dir, ignore_errors=True)
     return TaskOutcome(
         outputs=outputs,
         result={

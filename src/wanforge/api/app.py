@@ -12,6 +12,7 @@ from wanforge import __version__
 from wanforge.api import routes_health, routes_media, routes_predictions
 from wanforge.api.deps import AppState
 from wanforge.api.errors import install_handlers
+from wanforge.api.guard import ApiGuard
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database
@@ -44,6 +45,14 @@ def create_app(
         storage=LocalStorage(settings.storage_dir),
     )
     install_handlers(app)
+    state: AppState = app.state.wanforge
+    app.add_middleware(
+        ApiGuard,
+        db=lambda: state.db,
+        # a JSON body may carry a data: URI of up to max_download_bytes (base64: 4/3 of it)
+        max_json_bytes=settings.max_download_bytes * 4 // 3 + 64 * 1024,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(routes_health.router)
     app.include_router(routes_media.router)
     app.include_router(routes_predictions.router)  # last: it ends with the unknown-model catch-all

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from wanforge.api.errors import ApiError
+from wanforge.api.guard import key_problem
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database
-from wanforge.store.keys import verify_key
 from wanforge.store.tables import ApiKey
 
 
@@ -33,15 +33,13 @@ def base_url(request: Request) -> str:
 
 
 def require_key(request: Request) -> ApiKey:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise ApiError(401, "missing API key: send the header 'Authorization: Bearer <key>'")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "malformed Authorization header: expected 'Bearer <key>'")
-    row = verify_key(get_state(request).db, token.strip())
+    """The caller's key: checked by `ApiGuard` before the body was read, or checked here."""
+    key = getattr(request.state, "api_key", None)
+    if isinstance(key, ApiKey):
+        return key
+    problem, row = key_problem(request.headers.get("authorization"), get_state(request).db)
     if row is None:
-        raise ApiError(401, "invalid API key")
+        raise ApiError(401, problem)
     return row
 
 

@@ -1,0 +1,116 @@
+"""An ASGI guard in front of the API: the key is checked before any body is read, and bodies
+are capped while they stream in.
+
+FastAPI parses a request body before it resolves dependencies, so without this an
+unauthenticated client could make the server spool a multipart upload of any size to disk (or a
+JSON body to memory) only to be told 401 afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wanforge.api.errors import INVALID_PARAMETER, envelope
+from wanforge.store.db import Database
+from wanforge.store.keys import verify_key
+from wanforge.store.tables import ApiKey
+
+API_PREFIX = "/api/v3/"
+TICKET_PUT_PREFIX = "/api/v3/media/uploads/"  # authorised by the ticket's token, not the key
+BINARY_UPLOAD = "/api/v3/media/upload/binary"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def key_problem(header: str | None, db: Database) -> tuple[str, ApiKey | None]:
+    """("", key) when the header carries a valid key, else (message, None)."""
+    if not header:
+        return "missing API key: send the header 'Authorization: Bearer <key>'", None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return "malformed Authorization header: expected 'Bearer <key>'", None
+    row = verify_key(db, token.strip())
+    return ("", row) if row is not None else ("invalid API key", None)
+
+
+class ApiGuard:
+    def __init__(
+        self, app: ASGIApp, *, db: Callable[[], Database], max_json_bytes: int, max_upload_bytes: int
+    ):
+        self.app = app
+        self.db = db
+        self.max_json_bytes = max_json_bytes
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        ticket_put = scope.get("method") == "PUT" and path.startswith(TICKET_PUT_PREFIX)
+        if not ticket_put:
+            problem, key = await asyncio.to_thread(key_problem, headers.get("authorization"), self.db())
+            if key is None:
+                await _answer(send, 401, 401, problem)
+                return
+            scope.setdefault("state", {})["api_key"] = key
+            # ticket PUTs are capped by their route, against the size the ticket declared; binary
+            # uploads by Content-Length here and by their route while streaming to storage
+            limit = self.max_upload_bytes + 1024 * 1024 if path == BINARY_UPLOAD else self.max_json_bytes
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                await _answer(
+                    send, 413, INVALID_PARAMETER, f"request body is over the limit of {limit} bytes"
+                )
+                return
+            if path != BINARY_UPLOAD:  # JSON: read it here, capped (the route holds it in memory anyway)
+                try:
+                    receive = await _buffered(receive, limit)
+                except BodyTooLarge as exc:
+                    await _answer(send, 413, INVALID_PARAMETER, str(exc))
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _buffered(receive: Receive, limit: int) -> Receive:
+    """Read the whole body (refusing more than `limit` bytes) and replay it to the app."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return _replay([message], receive)
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+async def _answer(send: Send, status: int, code: int, message: str) -> None:
+    body = json.dumps(envelope(None, code=code, message=message)).encode()
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,57 @@
+"""The guard in front of the API: the key before any body, and capped bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from wanforge.api.app import create_app
+from wanforge.config import Settings
+from wanforge.store.db import Database
+
+I2V = "/api/v3/alibaba/wan-2.2/i2v-plus-480p"
+
+
+@pytest.fixture
+def small(settings: Settings, db: Database) -> TestClient:
+    settings.max_download_bytes = 3000  # JSON cap: 4000 + 64 KiB
+    settings.max_upload_bytes = 10_000  # multipart cap: + 1 MiB of form overhead
+    return TestClient(create_app(settings, db))
+
+
+def test_no_key_is_refused_before_the_body_is_read(client: TestClient) -> None:
+    resp = client.post(I2V, content=b"{definitely not json", headers={"Content-Type": "application/json"})
+    assert resp.status_code == 401 and resp.json()["code"] == 401
+    resp = client.post("/api/v3/media/upload/binary", files={"file": ("a.bin", b"x" * 100_000)})
+    assert resp.status_code == 401
+
+
+def test_json_body_over_the_cap(small: TestClient, auth: dict[str, str]) -> None:
+    huge = {"image": "data:image/png;base64," + "A" * 200_000, "prompt": "x"}
+    resp = small.post(I2V, headers=auth, json=huge)
+    assert resp.status_code == 413 and resp.json()["code"] == 1401 and "limit" in resp.json()["message"]
+
+
+def test_streamed_body_without_length_is_capped(small: TestClient, auth: dict[str, str]) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(200):
+            yield b"x" * 1024
+
+    resp = small.post(I2V, headers={**auth, "Content-Type": "application/json"}, content=chunks())
+    assert resp.status_code == 413 and resp.json()["code"] == 1401
+
+
+def test_binary_upload_over_the_cap(small: TestClient, auth: dict[str, str]) -> None:
+    resp = small.post(
+        "/api/v3/media/upload/binary", headers=auth, files={"file": ("a.bin", b"x" * 2_000_000)}
+    )
+    assert resp.status_code == 413 and resp.json()["code"] == 1401
+    ok = small.post("/api/v3/media/upload/binary", headers=auth, files={"file": ("a.bin", b"x" * 5_000)})
+    assert ok.status_code == 200 and ok.json()["data"]["size"] == 5_000
+
+
+def test_health_and_files_need_no_key(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+    assert client.get("/files/uploads/none/x.png").status_code == 404  # not 401

@@ -154,3 +154,25 @@ def test_finished_job_cleans_its_directory_and_nan_is_stored_as_null(
     assert row is not None and row.status == "completed"
     assert row.result == {"final_loss": None, "ok": 1.5} and row.progress["loss"] is None
     assert not (settings.jobs_dir / pid).exists()
+
+
+def test_deleting_a_prediction_deletes_its_files(settings: Settings, db: Database, api_key: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from wanforge.api.app import create_app
+
+    def task(ctx: JobContext) -> TaskOutcome:
+        key = ctx.storage.new_key("outputs", "v.mp4")
+        ctx.storage.put_bytes(key, b"video")
+        return TaskOutcome(outputs=[key], result={})
+
+    pid = _submit(db)
+    loop = _loop(settings, db, task)
+    _run_one(loop, db)
+    key = jobs.get_prediction(db, pid).outputs[0]  # type: ignore[union-attr]
+    client = TestClient(create_app(settings, db))
+    auth = {"Authorization": f"Bearer {api_key}"}
+    assert client.get(f"/files/{key}").content == b"video"
+    resp = client.post("/api/v3/predictions/delete", headers=auth, json={"ids": [pid]})
+    assert resp.json()["data"]["deleted"] == [pid]
+    assert client.get(f"/files/{key}").status_code == 404 and not loop.storage.exists(key)

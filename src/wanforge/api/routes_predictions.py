@@ -130,11 +130,14 @@ def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlD
 
 @router.post("/predictions/delete")
 def delete_predictions(body: DeleteIn, state: StateDep, _key: KeyDep) -> dict[str, Any]:
-    """Delete finished predictions; running ones are cancelled."""
+    """Delete finished predictions and their output files; running ones are cancelled."""
     for prediction_id in body.ids:
         jobs.request_cancel(state.db, prediction_id)
     deleted = jobs.delete_predictions(state.db, body.ids)
-    return envelope({"deleted": deleted, "cancelled": [i for i in body.ids if i not in deleted]})
+    for keys in deleted.values():
+        for key in keys:
+            state.storage.delete(key)
+    return envelope({"deleted": list(deleted), "cancelled": [i for i in body.ids if i not in deleted]})
 
 
 @router.delete("/predictions/{prediction_id}", response_model=PredictionEnvelope)

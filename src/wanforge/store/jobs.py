@@ -297,14 +297,16 @@ def list_predictions(
     return PredictionPage(items=items, total=total)
 
 
-def delete_predictions(db: Database, ids: list[str]) -> list[str]:
-    """Delete finished predictions; returns the ids deleted (running ones are cancelled instead)."""
-    deleted: list[str] = []
+def delete_predictions(db: Database, ids: list[str]) -> dict[str, list[str]]:
+    """Delete finished predictions: {id: its output storage keys} of those deleted.
+
+    Running ones are left alone (the caller cancels them)."""
+    deleted: dict[str, list[str]] = {}
     with db.session() as s:
         for row in s.scalars(select(Prediction).where(Prediction.id.in_(ids))):
             if row.status in TERMINAL:
+                deleted[row.id] = list(row.outputs or [])
                 s.delete(row)
-                deleted.append(row.id)
     return deleted
 
 

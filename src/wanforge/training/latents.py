@@ -227,6 +227,7 @@ def load_or_build_cache(
     if path.exists():
         cached = LatentCache.load(path)
         if cached.fingerprint == fingerprint:
+            free_encoders(pipe)  # a resumed run must not keep them on the device either
             return cached, True
     cache = build_cache(pipe, samples, device, fingerprint=fingerprint)
     free_encoders(pipe)

@@ -88,6 +88,10 @@ def add_lora(
                 torch.nn.init.kaiming_uniform_(init, a=math.sqrt(5), generator=generator)
                 param.copy_(init)
     for param in lora_parameters(transformer, adapter_name).values():
+        # peft keeps the adapter in the base dtype (bf16 on a GPU), where Adam's small updates
+        # round away and weight decay does nothing: train the adapter in float32 (peft casts
+        # the layer input to it and the result back); exports cast to their own dtype
+        param.data = param.data.float()
         param.requires_grad_(True)
     return targets
 

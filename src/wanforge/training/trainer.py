@@ -156,18 +156,21 @@ def eval_batches(cache: LatentCache, config: ExpertConfig) -> list[Batch]:
 
 def flow_matching_loss(transformer: WanTransformer3DModel, batch: Batch) -> torch.Tensor:
     """MSE between the prediction at `x_t` and the flow-matching target `noise - x0` (float32)."""
-    device, dtype = transformer.device, transformer.dtype
+    # the base weights' dtype (bf16 on a GPU); the float32 LoRA params are not the model's dtype.
+    # No autocast: the model already computes in its own dtype, and autocast would also run the
+    # modules diffusers keeps in float32 (the time embedder) in bf16, unlike inference.
+    weight = transformer.patch_embedding.weight
+    device, dtype = weight.device, weight.dtype
     batch = batch.to(device)
     sigma = timesteps_to_sigmas(batch.timesteps).view(-1, 1, 1, 1, 1)
     noisy = (1.0 - sigma) * batch.latents + sigma * batch.noise
     model_input = torch.cat([noisy, batch.condition], dim=1).to(dtype)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        pred = transformer(
-            hidden_states=model_input,
-            timestep=batch.timesteps,
-            encoder_hidden_states=batch.text.to(dtype),
-            return_dict=False,
-        )[0]
+    pred = transformer(
+        hidden_states=model_input,
+        timestep=batch.timesteps,
+        encoder_hidden_states=batch.text.to(dtype),
+        return_dict=False,
+    )[0]
     return F.mse_loss(pred.float(), batch.noise - batch.latents)
 
 

@@ -5,7 +5,8 @@
 set -euo pipefail
 cmd=${1:?start|stop}
 dir=${2:?directory}
-port=${WANFORGE_TEST_PGPORT:-55432}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=${WANFORGE_TEST_PGPORT:-$(free_port)}
 
 find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 

@@ -17,6 +17,7 @@ import struct
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -205,3 +206,11 @@ def zip_bytes(files: Mapping[str, bytes]) -> bytes:
         for name, data in files.items():
             zf.writestr(name, data)
     return buffer.getvalue()
+
+
+@dataclass
+class Clip:
+    """What the trainer consumes from a training sample: frames (F, H, W, 3) uint8 and a caption."""
+
+    frames: np.ndarray
+    caption: str

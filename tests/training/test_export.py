@@ -7,7 +7,6 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import wanforge
+from tests.training.synthetic import Clip
 from wanforge.engine.demo import build_demo_components, transformer_config
 from wanforge.training.export import LoraInfo, export_lora, to_wan_state_dict, wan_module_name
 from wanforge.training.latents import build_cache
@@ -27,20 +27,6 @@ from wanforge.training.lora import ADAPTER_NAME, add_lora, lora_modules, lora_st
 from wanforge.training.run import TrainParams, as_pipeline, train_lora
 from wanforge.training.timesteps import EXPERTS, Expert
 from wanforge.training.trainer import ExpertConfig, ExpertTrainer, train_sequentially
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@dataclass
-class Clip:
-    frames: np.ndarray
-    caption: str
 
 
 def clips(n: int) -> list[Clip]:

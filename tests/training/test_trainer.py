@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
+from tests.training.synthetic import Clip
 from wanforge.engine.demo import DemoComponents, build_demo_components, transformer_config
 from wanforge.training.checkpoint import checkpoint_path, load_checkpoint
 from wanforge.training.latents import build_cache, frames_to_video
@@ -26,21 +26,6 @@ from wanforge.training.trainer import (
 )
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and do not stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@dataclass
-class Clip:
-    frames: np.ndarray
-    caption: str
 
 
 def moving_square_clips(n: int, frames: int = 9, height: int = 32, width: int = 48) -> list[Clip]:

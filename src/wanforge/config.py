@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     poll_interval_s: float = 0.5
     sync_mode_timeout_s: float = 600.0
 
+    # webhooks
+    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = 6
+    webhook_retry_base_s: float = 5.0
+
     # engine
     device: str | None = None
     memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")

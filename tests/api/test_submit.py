@@ -165,3 +165,17 @@ def test_list_filter_converts_offsets_to_utc(client: TestClient, auth: dict[str,
     after = (ts + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))
     listed = client.post("/api/v3/predictions", headers=auth, json={"created_after": after.isoformat()})
     assert listed.json()["data"]["total"] == 0
+
+
+def test_webhook_must_be_http(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.post(I2V + "?webhook=ftp://example.com/hook", headers=auth, json=GOOD)
+    assert resp.status_code == 400 and resp.json()["code"] == 1401 and "webhook" in resp.json()["message"]
+    ok = client.post(I2V + "?webhook=https://example.com/hook", headers=auth, json=GOOD)
+    assert ok.status_code == 200
+
+
+def test_webhook_secret_is_stable(client: TestClient, auth: dict[str, str]) -> None:
+    first = client.get("/api/v3/webhook/secret", headers=auth).json()["data"]["secret"]
+    assert first.startswith("whsec_") and len(first) > 30
+    assert client.get("/api/v3/webhook/secret", headers=auth).json()["data"]["secret"] == first
+    assert client.get("/api/v3/webhook/secret").status_code == 401

@@ -116,3 +116,26 @@ def test_sync_mode(server: Server, image_16x9: Path) -> None:
 def test_health_reports_ready_worker(server: Server) -> None:
     body = server.health()
     assert body["status"] == "ok" and body["worker"] == "ready" and body["model"] == "demo"
+
+
+def test_webhook_is_delivered_signed(server: Server, image_16x9: Path) -> None:
+    import json
+    import time
+
+    from tests.webhooks.receiver import webhook_receiver
+    from wanforge.webhooks import signing
+
+    with webhook_receiver() as receiver, server.client() as c:
+        url = _upload(server, image_16x9)
+        resp = c.post(
+            "/api/v3/alibaba/wan-2.2/i2v-plus-480p",
+            params={"webhook": receiver.url},
+            json={"image": url, "prompt": "x", "seed": 8},
+        )
+        pid = resp.json()["data"]["id"]
+        assert receiver.arrived.wait(120), server.log()
+        secret = c.get("/api/v3/webhook/secret").json()["data"]["secret"]
+    [got] = receiver.received
+    assert signing.verify(secret, got.headers, got.body, tolerance_s=120, now=int(time.time()))
+    data = json.loads(got.body)
+    assert data["id"] == pid and data["status"] == "completed" and len(data["outputs"]) == 1

@@ -16,6 +16,7 @@ from wanforge.api.guard import ApiGuard
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database
+from wanforge.webhooks.sender import WebhookSender
 
 
 def create_app(
@@ -28,7 +29,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        sender = asyncio.create_task(WebhookSender(state.db, settings).run(stop))
         yield
+        stop.set()
+        await sender
         for callback in on_shutdown:
             await asyncio.to_thread(callback)
 

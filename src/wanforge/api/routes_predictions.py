@@ -7,14 +7,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
-from wanforge.api.errors import TIMEOUT, ApiError, envelope
+from wanforge.api.errors import INVALID_PARAMETER, TIMEOUT, ApiError, envelope
 from wanforge.api.wire import DeleteIn, ListIn, PredictionEnvelope, prediction_out
 from wanforge.catalog import MODELS, ModelSpec
 from wanforge.store import jobs
+from wanforge.store.webhooks import webhook_secret
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
 
@@ -39,10 +40,20 @@ async def _wait_until_done(state: StateDep, prediction_id: str, timeout_s: float
 def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
     input_model = spec.input_model
 
-    async def submit(body: input_model, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def submit(
+        body: input_model,  # type: ignore[valid-type]
+        state: StateDep,
+        key: KeyDep,
+        base: BaseUrlDep,
+        webhook: str | None = Query(
+            default=None, description="URL to POST the prediction to (signed) when it finishes"
+        ),
+    ) -> dict[str, Any]:
         assert isinstance(body, BaseModel)
         model_input: BaseModel = body
         sync = bool(getattr(body, "enable_sync_mode", False))
+        if webhook is not None and not webhook.strip().lower().startswith(("http://", "https://")):
+            raise ApiError(400, "invalid parameter webhook: must be an http(s) URL", INVALID_PARAMETER)
         row = await asyncio.to_thread(
             jobs.create_prediction,
             state.db,
@@ -52,6 +63,7 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
             server_base=base,
             max_attempts=state.settings.max_attempts,
             api_key_id=key.id,
+            webhook_url=webhook.strip() if webhook else None,
         )
         if sync:
             done = await _wait_until_done(state, row.id, state.settings.sync_mode_timeout_s)
@@ -147,6 +159,12 @@ def cancel_prediction(prediction_id: str, state: StateDep, _key: KeyDep, base: B
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")
     return envelope(prediction_out(row, base).model_dump())
+
+
+@router.get("/webhook/secret", tags=["webhooks"])
+def get_webhook_secret(state: StateDep, _key: KeyDep) -> dict[str, Any]:
+    """The secret webhook signatures are made with (`whsec_...`)."""
+    return envelope({"secret": webhook_secret(state.db)})
 
 
 @router.post("/{model_id:path}", include_in_schema=False)

@@ -32,7 +32,7 @@ import httpx
 from wanforge.media import addresses
 from wanforge.media.errors import MediaError, TooLarge
 
-__all__ = ["FetchedMedia", "fetch_url"]
+__all__ = ["FetchedMedia", "fetch_url", "post_url"]
 
 ALLOW_PRIVATE_SETTING = "WANFORGE_ALLOW_PRIVATE_URLS"
 MAX_BYTES_SETTING = "WANFORGE_MAX_DOWNLOAD_BYTES"
@@ -137,8 +137,36 @@ def _check_url(url: str | httpx.URL, label: str, *, redirected: bool) -> httpx.U
     return url
 
 
+def post_url(
+    url: str,
+    *,
+    content: bytes,
+    headers: dict[str, str],
+    timeout_s: float,
+    allow_private: bool,
+    label: str = "webhook URL",
+) -> int:
+    """POST ``content`` to ``url`` under the same address rules as :func:`fetch_url` (no
+    redirects are followed: a redirect is an answer like any other). Returns the HTTP status."""
+    limits = _Limits(label, 0, timeout_s, time.monotonic() + timeout_s, allow_private)
+    target = _check_url(url, label, redirected=False)
+    with httpx.Client(trust_env=False, follow_redirects=False) as client:
+        response = _send_pinned(
+            client, target, limits, redirected=False, method="POST", content=content, extra_headers=headers
+        )
+        response.close()
+        return response.status_code
+
+
 def _send_pinned(
-    client: httpx.Client, url: httpx.URL, limits: _Limits, *, redirected: bool
+    client: httpx.Client,
+    url: httpx.URL,
+    limits: _Limits,
+    *,
+    redirected: bool,
+    method: str = "GET",
+    content: bytes | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """Resolve and check ``url``'s host, then send the request to a checked address."""
     host = url.host
@@ -154,16 +182,22 @@ def _send_pinned(
                     f"{where} resolves to {article} {reason} address {ip}; "
                     f"set {ALLOW_PRIVATE_SETTING}=1 to allow it"
                 )
-    headers = {"Host": url.netloc.decode("ascii"), "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+    headers = {
+        **(extra_headers or {}),
+        "Host": url.netloc.decode("ascii"),
+        "Accept-Encoding": "identity",
+        "User-Agent": USER_AGENT,
+    }
     extensions = {}
     if url.scheme == "https" and addresses.literal_address(host) is None:
         extensions["sni_hostname"] = host
     failure: Exception | None = None
     for ip in ips[:MAX_CONNECT_ATTEMPTS]:
         request = client.build_request(
-            "GET",
+            method,
             url.copy_with(host=str(ip)),
             headers=headers,
+            content=content,
             timeout=httpx.Timeout(limits.remaining()),
             extensions=extensions,
         )

@@ -47,6 +47,7 @@ def create_prediction(
     server_base: str,
     max_attempts: int,
     api_key_id: str | None = None,
+    webhook_url: str | None = None,
 ) -> Prediction:
     row = Prediction(
         id=new_id(),
@@ -65,6 +66,10 @@ def create_prediction(
         max_attempts=max_attempts,
         cancel_requested=False,
         api_key_id=api_key_id,
+        webhook_url=webhook_url,
+        webhook_state="pending" if webhook_url else "none",
+        webhook_attempts=0,
+        webhook_error="",
     )
     with db.session() as s:
         s.add(row)

@@ -39,8 +39,15 @@ class Prediction(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # webhook delivery: state none | pending | delivered | failed
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_state: Mapped[str] = mapped_column(String(20), default="none", server_default="none")
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_next_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    webhook_error: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     __table_args__ = (
+        Index("ix_predictions_webhook", "webhook_state", "webhook_next_at"),
         Index("ix_predictions_status_created", "status", "created_at"),
         Index("ix_predictions_created", "created_at"),
     )
@@ -86,3 +93,13 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
     current_job: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class ServerSecret(Base):
+    """Secrets the server makes for itself (the webhook signing secret)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

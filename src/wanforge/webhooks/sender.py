@@ -1,0 +1,78 @@
+"""Sends due webhooks from the API process, in the background, with retries and back-off.
+
+State lives in the store (see `wanforge.store.webhooks`), so a restart loses no delivery and
+several API processes can share the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from wanforge.api.wire import prediction_out
+from wanforge.config import Settings
+from wanforge.media.errors import MediaError
+from wanforge.media.fetch import post_url
+from wanforge.store.db import Database
+from wanforge.store.tables import Prediction
+from wanforge.store.webhooks import claim_due, record_attempt, webhook_secret
+from wanforge.webhooks import signing
+
+log = logging.getLogger("wanforge.webhooks")
+
+
+class WebhookSender:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def payload(self, row: Prediction) -> bytes:
+        base = row.server_base or self.settings.public_url or ""
+        return json.dumps(prediction_out(row, base).model_dump(), separators=(",", ":")).encode()
+
+    def deliver(self, row: Prediction, secret: str) -> None:
+        body = self.payload(row)
+        headers = signing.headers(secret, row.id, int(time.time()), body)
+        ok, error = False, ""
+        try:
+            status = post_url(
+                row.webhook_url or "",
+                content=body,
+                headers=headers,
+                timeout_s=self.settings.webhook_timeout_s,
+                allow_private=self.settings.allow_private_urls,
+            )
+            ok = 200 <= status < 300
+            error = "" if ok else f"the webhook answered HTTP {status}"
+        except MediaError as exc:
+            error = str(exc)
+        record_attempt(
+            self.db,
+            row.id,
+            ok=ok,
+            error=error,
+            max_attempts=self.settings.webhook_max_attempts,
+            retry_base_s=self.settings.webhook_retry_base_s,
+        )
+        if not ok:
+            log.warning("webhook for %s failed: %s", row.id, error)
+
+    def send_due(self) -> int:
+        rows = claim_due(self.db, claim_s=self.settings.webhook_timeout_s + 30)
+        if rows:
+            secret = webhook_secret(self.db)
+            for row in rows:
+                self.deliver(row, secret)
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.send_due)
+            except Exception:
+                log.exception("webhook sender: store unavailable; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)

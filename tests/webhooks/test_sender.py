@@ -1,0 +1,101 @@
+"""Webhook delivery from the store: signed POST, retries with back-off, giving up, SSRF rules."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.webhooks.receiver import webhook_receiver
+from wanforge.config import Settings
+from wanforge.store import jobs
+from wanforge.store.db import Database
+from wanforge.store.webhooks import webhook_secret
+from wanforge.webhooks import signing
+from wanforge.webhooks.sender import WebhookSender
+
+
+def _finished(db: Database, url: str | None) -> str:
+    row = jobs.create_prediction(
+        db,
+        model="m",
+        kind="generate",
+        input={},
+        server_base="http://api.example",
+        max_attempts=3,
+        webhook_url=url,
+    )
+    assert jobs.claim_next(db, "w", 30, ("generate",)) is not None
+    assert jobs.complete(db, row.id, "w", outputs=["outputs/t/v.mp4"], result={"seed": 4}, inference_ms=12)
+    return row.id
+
+
+def test_delivers_a_signed_prediction(settings: Settings, db: Database) -> None:
+    with webhook_receiver() as receiver:
+        pid = _finished(db, receiver.url)
+        sender = WebhookSender(db, settings)
+        assert sender.send_due() == 1
+        assert sender.send_due() == 0  # delivered once
+    [got] = receiver.received
+    secret = webhook_secret(db)
+    assert secret.startswith("whsec_")
+    assert signing.verify(secret, got.headers, got.body, tolerance_s=60, now=int(time.time()))
+    assert got.headers["webhook-id"] == pid and got.headers["content-type"] == "application/json"
+    data = json.loads(got.body)
+    assert data["id"] == pid and data["status"] == "completed" and data["seed"] == 4
+    assert data["outputs"] == ["http://api.example/files/outputs/t/v.mp4"]
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.webhook_state == "delivered" and row.webhook_attempts == 1
+
+
+def test_retries_with_backoff_then_delivers(settings: Settings, db: Database) -> None:
+    settings.webhook_retry_base_s = 0.2
+    with webhook_receiver(statuses=[500, 503]) as receiver:
+        pid = _finished(db, receiver.url)
+        sender = WebhookSender(db, settings)
+        assert sender.send_due() == 1
+        assert sender.send_due() == 0  # not due yet
+        row = jobs.get_prediction(db, pid)
+        assert row is not None and row.webhook_state == "pending" and "HTTP 500" in row.webhook_error
+        deadline = time.monotonic() + 5
+        while receiver.statuses or not receiver.arrived.is_set():
+            sender.send_due()
+            time.sleep(0.05)
+            assert time.monotonic() < deadline
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.webhook_state == "delivered" and row.webhook_attempts == 3
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1  # same id on every retry
+
+
+def test_gives_up_after_max_attempts(settings: Settings, db: Database) -> None:
+    settings.webhook_retry_base_s = 0.0
+    settings.webhook_max_attempts = 2
+    with webhook_receiver(statuses=[500, 500, 500]) as receiver:
+        pid = _finished(db, receiver.url)
+        sender = WebhookSender(db, settings)
+        sender.send_due()
+        sender.send_due()
+        assert sender.send_due() == 0
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.webhook_state == "failed" and row.webhook_attempts == 2
+    assert len(receiver.received) == 2
+
+
+def test_private_address_refused_unless_allowed(settings: Settings, db: Database) -> None:
+    settings.allow_private_urls = False
+    settings.webhook_max_attempts = 1
+    with webhook_receiver() as receiver:
+        pid = _finished(db, receiver.url)
+        WebhookSender(db, settings).send_due()
+    assert receiver.received == []
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and row.webhook_state == "failed" and "loopback" in row.webhook_error
+
+
+def test_unfinished_and_hookless_predictions_are_not_sent(settings: Settings, db: Database) -> None:
+    with webhook_receiver() as receiver:
+        _finished(db, None)
+        jobs.create_prediction(
+            db, model="m", kind="generate", input={}, server_base="", max_attempts=3, webhook_url=receiver.url
+        )
+        assert WebhookSender(db, settings).send_due() == 0
+    assert receiver.received == []

@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.e2e.server import Server
@@ -71,7 +72,13 @@ def test_same_seed_same_video_and_random_seeds_differ(server: Server, image_16x9
     body = {"image": url, "prompt": "waves", "negative_prompt": "blurry"}
     a, b = (server.wait_for(_submit(server, "480p", {**body, "seed": 77})) for _ in range(2))
     va, vb = (decode_mp4(httpx.get(d["outputs"][0], timeout=30).content) for d in (a, b))
-    assert (va.pixels == vb.pixels).all()
+    diff = np.abs(va.pixels.astype(int) - vb.pixels.astype(int))
+    # Identical in practice (and exactly identical in-process: tests/engine). Across two jobs in a
+    # worker, CPU kernels may pick alignment-dependent vector paths, so a float can land on the
+    # other side of a uint8 rounding boundary: seen once in ~20 runs as a few 1-step values.
+    assert diff.max() <= 2 and np.count_nonzero(diff) <= diff.size * 1e-4, (
+        f"max diff {diff.max()}, {np.count_nonzero(diff)} of {diff.size} values differ; a={a}, b={b}"
+    )
     r1, r2 = (server.wait_for(_submit(server, "480p", {**body, "seed": -1})) for _ in range(2))
     assert r1["status"] == r2["status"] == "completed"
     assert isinstance(r1["seed"], int) and isinstance(r2["seed"], int)

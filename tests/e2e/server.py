@@ -40,6 +40,13 @@ class Server:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=30)
 
+    def upload(self, path: Path) -> str:
+        """Upload a file (multipart) and return its download_url."""
+        with self.client() as c:
+            resp = c.post("/api/v3/media/upload/binary", files={"file": (path.name, path.read_bytes())})
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["data"]["download_url"])
+
     def health(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.base_url}/health", timeout=10).json())
 

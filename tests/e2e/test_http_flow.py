@@ -16,15 +16,6 @@ from tests.samples import png_bytes
 pytestmark = pytest.mark.slow
 
 
-def _upload(server: Server, path: Path) -> str:
-    with server.client() as c:
-        resp = c.post(
-            "/api/v3/media/upload/binary", files={"file": (path.name, path.read_bytes(), "image/png")}
-        )
-    assert resp.status_code == 200, resp.text
-    return str(resp.json()["data"]["download_url"])
-
-
 def _submit(server: Server, resolution: str, body: dict[str, object]) -> str:
     with server.client() as c:
         resp = c.post(f"/api/v3/alibaba/wan-2.2/i2v-plus-{resolution}", json=body)
@@ -38,7 +29,7 @@ def _submit(server: Server, resolution: str, body: dict[str, object]) -> str:
 def test_generate_each_resolution(
     server: Server, image_16x9: Path, resolution: str, size: tuple[int, int]
 ) -> None:
-    url = _upload(server, image_16x9)
+    url = server.upload(image_16x9)
     pid = _submit(server, resolution, {"image": url, "prompt": "the camera pans left", "seed": 1234})
     data = server.wait_for(pid)
     assert data["status"] == "completed", data
@@ -54,7 +45,7 @@ def test_generate_each_resolution(
 def test_portrait_image_gives_portrait_video(server: Server, tmp_path: Path) -> None:
     path = tmp_path / "portrait.png"
     path.write_bytes(png_bytes(90, 160))
-    pid = _submit(server, "480p", {"image": _upload(server, path), "prompt": "x", "seed": 5})
+    pid = _submit(server, "480p", {"image": server.upload(path), "prompt": "x", "seed": 5})
     data = server.wait_for(pid)
     video = decode_mp4(httpx.get(data["outputs"][0], timeout=30).content)
     assert (video.width, video.height) == (480, 832)
@@ -68,7 +59,7 @@ def test_data_uri_image(server: Server) -> None:
 
 
 def test_same_seed_same_video_and_random_seeds_differ(server: Server, image_16x9: Path) -> None:
-    url = _upload(server, image_16x9)
+    url = server.upload(image_16x9)
     body = {"image": url, "prompt": "waves", "negative_prompt": "blurry"}
     a, b = (server.wait_for(_submit(server, "480p", {**body, "seed": 77})) for _ in range(2))
     va, vb = (decode_mp4(httpx.get(d["outputs"][0], timeout=30).content) for d in (a, b))
@@ -104,7 +95,7 @@ def test_unreadable_image_fails_with_1402(server: Server, image: str, needle: st
 def test_uploaded_non_image_fails_with_1402(server: Server, tmp_path: Path) -> None:
     path = tmp_path / "notes.png"
     path.write_bytes(b"%PDF-1.4 definitely not a png")
-    data = server.wait_for(_submit(server, "480p", {"image": _upload(server, path), "prompt": "x"}))
+    data = server.wait_for(_submit(server, "480p", {"image": server.upload(path), "prompt": "x"}))
     assert data["status"] == "failed" and data["error_code"] == 1402
     assert "not a readable image" in data["error"]
 
@@ -113,7 +104,7 @@ def test_sync_mode(server: Server, image_16x9: Path) -> None:
     with server.client() as c:
         resp = c.post(
             "/api/v3/alibaba/wan-2.2/i2v-plus-480p",
-            json={"image": _upload(server, image_16x9), "prompt": "x", "seed": 3, "enable_sync_mode": True},
+            json={"image": server.upload(image_16x9), "prompt": "x", "seed": 3, "enable_sync_mode": True},
             timeout=120,
         )
     data = resp.json()["data"]
@@ -133,7 +124,7 @@ def test_webhook_is_delivered_signed(server: Server, image_16x9: Path) -> None:
     from wanforge.webhooks import signing
 
     with webhook_receiver() as receiver, server.client() as c:
-        url = _upload(server, image_16x9)
+        url = server.upload(image_16x9)
         resp = c.post(
             "/api/v3/alibaba/wan-2.2/i2v-plus-480p",
             params={"webhook": receiver.url},

@@ -17,10 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 def _upload_and_submit(server: Server, image: Path, resolution: str, seed: int) -> str:
+    url = server.upload(image)
     with server.client() as c:
-        url = c.post("/api/v3/media/upload/binary", files={"file": ("a.png", image.read_bytes())}).json()[
-            "data"
-        ]["download_url"]
         resp = c.post(
             f"/api/v3/alibaba/wan-2.2/i2v-plus-{resolution}", json={"image": url, "prompt": "x", "seed": seed}
         )

@@ -67,10 +67,7 @@ def test_sdk_trains_two_loras_that_diffusers_loads(server: Server, dataset_zip: 
 
 def test_trainer_result_has_dataset_report(server: Server, dataset_zip: Path) -> None:
     with server.client() as c:
-        url = c.post(
-            "/api/v3/media/upload/binary",
-            files={"file": ("d.zip", dataset_zip.read_bytes(), "application/zip")},
-        ).json()["data"]["download_url"]
+        url = server.upload(dataset_zip)
         pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50, "lora_rank": 4}).json()["data"][
             "id"
         ]
@@ -97,9 +94,7 @@ def test_hostile_zip_fails_with_1401(
     infos = [(zipfile.ZipInfo(name), data) for name, data in entries.items()]
     make_zip_with_infos(path, infos)
     with server.client() as c:
-        url = c.post("/api/v3/media/upload/binary", files={"file": ("bad.zip", path.read_bytes())}).json()[
-            "data"
-        ]["download_url"]
+        url = server.upload(path)
         pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50}).json()["data"]["id"]
     data = server.wait_for(pid, timeout_s=120)
     assert data["status"] == "failed" and data["error_code"] == 1401, data
@@ -123,9 +118,7 @@ def test_not_a_zip_fails_with_1401(server: Server) -> None:
 def test_worker_killed_mid_training_resumes_from_checkpoint(tmp_path: Path, dataset_zip: Path) -> None:
     with running_server(tmp_path, WANFORGE_LEASE_S="3") as server:
         with server.client() as c:
-            url = c.post(
-                "/api/v3/media/upload/binary", files={"file": ("d.zip", dataset_zip.read_bytes())}
-            ).json()["data"]["download_url"]
+            url = server.upload(dataset_zip)
             pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50, "lora_rank": 4}).json()[
                 "data"
             ]["id"]
@@ -153,9 +146,7 @@ def test_failed_training_leaves_no_job_directory(server: Server, tmp_path: Path)
     path = tmp_path / "empty.zip"
     make_zip_with_infos(path, [(zipfile.ZipInfo("readme.md"), b"# nothing here")])
     with server.client() as c:
-        url = c.post("/api/v3/media/upload/binary", files={"file": ("empty.zip", path.read_bytes())}).json()[
-            "data"
-        ]["download_url"]
+        url = server.upload(path)
         pid = c.post(f"/api/v3/{TRAINER}", json={"data": url, "steps": 50}).json()["data"]["id"]
     data = server.wait_for(pid, timeout_s=120)
     assert data["status"] == "failed" and data["error_code"] == 1401 and "1 .md" in data["error"]

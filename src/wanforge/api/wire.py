@@ -41,12 +41,6 @@ class PredictionOut(BaseModel):
     logs: list[str] = Field(default_factory=list)
 
 
-class Envelope(BaseModel):
-    code: int = 200
-    message: str = "success"
-    data: Any = None
-
-
 class PredictionEnvelope(BaseModel):
     code: int = 200
     message: str = "success"

@@ -36,26 +36,28 @@ def refusal_reason(ip: IPAddress) -> str | None:
     return _refusal_reason_v4(ip)
 
 
+# checks shared by both families, in order: (adjective, ipaddress property)
+_SPECIAL = (
+    ("unspecified", "is_unspecified"),
+    ("loopback", "is_loopback"),
+    ("link-local", "is_link_local"),
+    ("multicast", "is_multicast"),
+)
+_GENERAL = (("private", "is_private"), ("reserved", "is_reserved"))
+
+
+def _flagged(ip: IPAddress, checks: tuple[tuple[str, str], ...]) -> str | None:
+    return next((reason for reason, flag in checks if getattr(ip, flag)), None)
+
+
 def _refusal_reason_v4(ip: ipaddress.IPv4Address) -> str | None:
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
+    if reason := _flagged(ip, _SPECIAL):
+        return reason
     if ip == _BROADCAST:
         return "broadcast"
     if ip in _CGNAT:
         return "carrier-grade NAT (shared)"
-    if ip.is_private:
-        return "private"
-    if ip.is_reserved:
-        return "reserved"
-    if not ip.is_global:
-        return "non-public"
-    return None
+    return _flagged(ip, _GENERAL) or (None if ip.is_global else "non-public")
 
 
 def _refusal_reason_v6(ip: ipaddress.IPv6Address) -> str | None:
@@ -65,25 +67,13 @@ def _refusal_reason_v6(ip: ipaddress.IPv6Address) -> str | None:
     if embedded is not None:
         inner = _refusal_reason_v4(embedded)
         return None if inner is None else f"{inner} (embedded IPv4 {embedded})"
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
+    if reason := _flagged(ip, _SPECIAL):
+        return reason
     if ip.is_site_local:
         return "site-local"
     if ip in _UNIQUE_LOCAL:
         return "unique-local (private)"
-    if ip.is_private:
-        return "private"
-    if ip.is_reserved:
-        return "reserved"
-    if not ip.is_global:
-        return "non-public"
-    return None
+    return _flagged(ip, _GENERAL) or (None if ip.is_global else "non-public")
 
 
 def literal_address(host: str) -> IPAddress | None:

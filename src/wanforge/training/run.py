@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -82,20 +82,13 @@ class TrainParams:
         return float(self.lora_rank if self.lora_alpha is None else self.lora_alpha)
 
     def expert_config(self, expert: Expert) -> ExpertConfig:
+        """One expert's share of these parameters (the fields both classes name alike, plus rank/alpha)."""
+        shared = {f.name for f in fields(ExpertConfig)} & {f.name for f in fields(self)}
         return ExpertConfig(
             expert=expert,
-            steps=self.steps,
-            learning_rate=self.learning_rate,
             rank=self.lora_rank,
             alpha=self.lora_alpha,
-            seed=self.seed,
-            caption_dropout=self.caption_dropout,
-            boundary=self.boundary,
-            shift=self.shift,
-            batch_size=self.batch_size,
-            checkpoint_every=self.checkpoint_every,
-            gradient_checkpointing=self.gradient_checkpointing,
-            eval_samples=self.eval_samples,
+            **{name: getattr(self, name) for name in shared},
         )
 
 

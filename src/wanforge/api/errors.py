@@ -9,14 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-# task and request error codes of the WaveSpeed v3 API
-MISSING_PARAMETER = 1400
-INVALID_PARAMETER = 1401
-MEDIA_ACCESS_FAILED = 1402
-TASK_FAILED = 1403
-INTERNAL = 5000
-UNAVAILABLE = 5003
-TIMEOUT = 5004
+from wanforge.vocabulary import ErrorCode
 
 
 class ApiError(Exception):
@@ -45,17 +38,20 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
     missing = [_field_name(tuple(e["loc"])) for e in errors if e.get("type") == "missing"]
     if missing:
         if missing == ["body"]:
-            return MISSING_PARAMETER, "missing request body: send a JSON object of the model's inputs"
+            return (
+                ErrorCode.MISSING_PARAMETER,
+                "missing request body: send a JSON object of the model's inputs",
+            )
         extra = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
-        return MISSING_PARAMETER, f"missing required parameter: {missing[0]}{extra}"
+        return ErrorCode.MISSING_PARAMETER, f"missing required parameter: {missing[0]}{extra}"
     first = errors[0]
     field = _field_name(tuple(first.get("loc", ())))
     if first.get("type") == "json_invalid":
-        return INVALID_PARAMETER, "request body is not valid JSON"
+        return ErrorCode.INVALID_PARAMETER, "request body is not valid JSON"
     if field == "body":
-        return INVALID_PARAMETER, f"invalid request body: {first.get('msg', 'invalid')}"
+        return ErrorCode.INVALID_PARAMETER, f"invalid request body: {first.get('msg', 'invalid')}"
     detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    return INVALID_PARAMETER, f"invalid parameter {field}: {detail}"
+    return ErrorCode.INVALID_PARAMETER, f"invalid parameter {field}: {detail}"
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -74,4 +70,4 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        return error_response(500, INTERNAL, f"internal error: {type(exc).__name__}")
+        return error_response(500, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")

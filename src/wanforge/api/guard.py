@@ -15,10 +15,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wanforge.api.errors import INVALID_PARAMETER, envelope
+from wanforge.api.errors import envelope
 from wanforge.store.db import Database
 from wanforge.store.keys import verify_key
 from wanforge.store.tables import ApiKey
+from wanforge.vocabulary import ErrorCode
 
 API_PREFIX = "/api/v3/"
 TICKET_PUT_PREFIX = "/api/v3/media/uploads/"  # authorised by the ticket's token, not the key
@@ -68,14 +69,14 @@ class ApiGuard:
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 await _answer(
-                    send, 413, INVALID_PARAMETER, f"request body is over the limit of {limit} bytes"
+                    send, 413, ErrorCode.INVALID_PARAMETER, f"request body is over the limit of {limit} bytes"
                 )
                 return
             if path != BINARY_UPLOAD:  # JSON: read it here, capped (the route holds it in memory anyway)
                 try:
                     receive = await _buffered(receive, limit)
                 except BodyTooLarge as exc:
-                    await _answer(send, 413, INVALID_PARAMETER, str(exc))
+                    await _answer(send, 413, ErrorCode.INVALID_PARAMETER, str(exc))
                     return
         await self.app(scope, receive, send)
 

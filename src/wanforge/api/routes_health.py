@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from wanforge import __version__
 from wanforge.api.deps import StateDep
 from wanforge.store.workers import live_workers
+from wanforge.vocabulary import WorkerState
 
 router = APIRouter(tags=["health"])
 
@@ -22,11 +23,11 @@ def health(state: StateDep) -> dict[str, Any]:
     except Exception as exc:  # the store is down: still answer, and say so
         return {"status": "degraded", "store": f"unavailable: {type(exc).__name__}", "worker": "unknown"}
     states = [w.state for w in workers]
-    if "ready" in states:
+    if WorkerState.READY in states:
         overall = "ready"
-    elif "loading" in states or "starting" in states:
+    elif WorkerState.LOADING in states or WorkerState.STARTING in states:
         overall = "loading"
-    elif "failed" in states:
+    elif WorkerState.FAILED in states:
         overall = "failed"
     else:
         overall = "no_worker"

@@ -18,10 +18,11 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
-from wanforge.api.errors import INVALID_PARAMETER, ApiError, envelope
+from wanforge.api.errors import ApiError, envelope
 from wanforge.api.wire import UploadOut, UploadTicketIn, file_url
 from wanforge.media.errors import MediaError, TooLarge
 from wanforge.store import uploads
+from wanforge.vocabulary import ErrorCode
 
 router = APIRouter(tags=["media"])
 
@@ -49,9 +50,9 @@ async def upload_binary(
             storage_key, _chunks_of(file), max_bytes=state.settings.max_upload_bytes
         )
     except TooLarge as exc:
-        raise ApiError(413, str(exc), INVALID_PARAMETER) from exc
+        raise ApiError(413, str(exc), ErrorCode.INVALID_PARAMETER) from exc
     except MediaError as exc:
-        raise ApiError(400, str(exc), INVALID_PARAMETER) from exc
+        raise ApiError(400, str(exc), ErrorCode.INVALID_PARAMETER) from exc
     content_type = _content_type(filename, file.content_type)
     row = await asyncio.to_thread(
         uploads.create_upload,
@@ -80,7 +81,7 @@ def create_upload_ticket(
             413,
             f"invalid parameter size: {body.size} bytes is over the upload limit of "
             f"{state.settings.max_upload_bytes} bytes",
-            INVALID_PARAMETER,
+            ErrorCode.INVALID_PARAMETER,
         )
     content_type = _content_type(body.filename, body.content_type)
     storage_key = state.storage.new_key("uploads", body.filename)
@@ -121,14 +122,14 @@ async def put_upload(upload_id: str, token: str, request: Request, state: StateD
         size = await state.storage.write_async_stream(row.key, request.stream(), max_bytes=limit)
     except TooLarge as exc:
         raise ApiError(
-            413, f"{exc} (the size declared when the upload was created)", INVALID_PARAMETER
+            413, f"{exc} (the size declared when the upload was created)", ErrorCode.INVALID_PARAMETER
         ) from exc
     if row.declared_size is not None and size != row.declared_size:
         await asyncio.to_thread(state.storage.delete, row.key)
         raise ApiError(
             400,
             f"upload is {size} bytes but the ticket declared {row.declared_size}; nothing was kept",
-            INVALID_PARAMETER,
+            ErrorCode.INVALID_PARAMETER,
         )
     await asyncio.to_thread(uploads.mark_complete, state.db, row.id, size)
     return envelope({"id": row.id, "size": size})

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
-from wanforge.api.errors import INVALID_PARAMETER, TIMEOUT, ApiError, envelope
+from wanforge.api.errors import ApiError, envelope
 from wanforge.api.wire import DeleteIn, ListIn, PredictionEnvelope, prediction_out
 from wanforge.catalog import MODELS, ModelSpec
 from wanforge.store import jobs
 from wanforge.store.webhooks import webhook_secret
+from wanforge.vocabulary import TERMINAL, ErrorCode
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
 
@@ -31,7 +32,7 @@ async def _wait_until_done(state: StateDep, prediction_id: str, timeout_s: float
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         row = await asyncio.to_thread(jobs.get_prediction, state.db, prediction_id)
-        if row is None or row.status in jobs.TERMINAL:
+        if row is None or row.status in TERMINAL:
             return True
         await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
     return False
@@ -53,7 +54,9 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
         model_input: BaseModel = body
         sync = bool(getattr(body, "enable_sync_mode", False))
         if webhook is not None and not webhook.strip().lower().startswith(("http://", "https://")):
-            raise ApiError(400, "invalid parameter webhook: must be an http(s) URL", INVALID_PARAMETER)
+            raise ApiError(
+                400, "invalid parameter webhook: must be an http(s) URL", ErrorCode.INVALID_PARAMETER
+            )
         row = await asyncio.to_thread(
             jobs.create_prediction,
             state.db,
@@ -76,7 +79,9 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
                 )
                 # the SDK recognises a sync-mode timeout by data.code == 5004
                 return envelope(
-                    {**data.model_dump(), "code": TIMEOUT}, code=TIMEOUT, message="sync mode timed out"
+                    {**data.model_dump(), "code": ErrorCode.TIMEOUT},
+                    code=ErrorCode.TIMEOUT,
+                    message="sync mode timed out",
                 )
             return envelope(data.model_dump())
         return envelope(prediction_out(row, base).model_dump())

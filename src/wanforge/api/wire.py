@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from wanforge.store.tables import Prediction
+from wanforge.vocabulary import Status
 
 
 class Timings(BaseModel):
@@ -90,7 +91,7 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
     return PredictionOut(
         id=row.id,
         model=row.model,
-        outputs=[file_url(base, key) for key in row.outputs] if row.status == "completed" else [],
+        outputs=[file_url(base, key) for key in row.outputs] if row.status == Status.COMPLETED else [],
         urls=Urls(get=f"{base}/api/v3/predictions/{row.id}/result"),
         has_nsfw_contents=[],
         status=row.status,

@@ -17,10 +17,9 @@ from sqlalchemy import func, or_, select, update
 
 from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import Prediction
+from wanforge.vocabulary import TERMINAL, ErrorCode, Status, WebhookState
 
-ACTIVE = ("created", "processing")
-TERMINAL = ("completed", "failed", "cancelled")
-EXHAUSTED_CODE = 5000
+CANCELLED_MESSAGE = "cancelled by request"
 
 
 def json_safe(value: Any) -> Any:
@@ -38,6 +37,18 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def ended(status: Status, now: datetime | None = None, **values: Any) -> dict[str, Any]:
+    """The column values of a job reaching terminal `status`: the one shape of every ending."""
+    assert status.terminal, status
+    return {
+        "status": status,
+        "completed_at": now or utcnow(),
+        "lease_owner": None,
+        "lease_expires_at": None,
+        **values,
+    }
+
+
 def create_prediction(
     db: Database,
     *,
@@ -53,7 +64,7 @@ def create_prediction(
         id=new_id(),
         model=model,
         kind=kind,
-        status="created",
+        status=Status.CREATED,
         input=input,
         server_base=server_base,
         outputs=[],
@@ -67,7 +78,7 @@ def create_prediction(
         cancel_requested=False,
         api_key_id=api_key_id,
         webhook_url=webhook_url,
-        webhook_state="pending" if webhook_url else "none",
+        webhook_state=WebhookState.PENDING if webhook_url else WebhookState.NONE,
         webhook_attempts=0,
         webhook_error="",
     )
@@ -83,8 +94,8 @@ def get_prediction(db: Database, prediction_id: str) -> Prediction | None:
 
 def _claimable(now: datetime) -> Any:
     return or_(
-        Prediction.status == "created",
-        (Prediction.status == "processing") & (Prediction.lease_expires_at < now),
+        Prediction.status == Status.CREATED,
+        (Prediction.status == Status.PROCESSING) & (Prediction.lease_expires_at < now),
     )
 
 
@@ -94,32 +105,27 @@ def _settle_abandoned(db: Database, now: datetime) -> None:
         s.execute(
             update(Prediction)
             .where(
-                Prediction.status == "processing",
+                Prediction.status == Status.PROCESSING,
                 Prediction.lease_expires_at < now,
                 Prediction.cancel_requested.is_(True),
             )
-            .values(
-                status="cancelled",
-                error="cancelled by request",
-                completed_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            .values(ended(Status.CANCELLED, now, error=CANCELLED_MESSAGE))
         )
         s.execute(
             update(Prediction)
             .where(
-                Prediction.status == "processing",
+                Prediction.status == Status.PROCESSING,
                 Prediction.lease_expires_at < now,
                 Prediction.attempts >= Prediction.max_attempts,
             )
             .values(
-                status="failed",
-                error_code=EXHAUSTED_CODE,
-                error="the worker running this task stopped responding on each of its attempts; giving up",
-                completed_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
+                ended(
+                    Status.FAILED,
+                    now,
+                    error_code=ErrorCode.INTERNAL,
+                    error="the worker running this task stopped responding on each of its attempts; "
+                    "giving up",
+                )
             )
         )
 
@@ -142,7 +148,7 @@ def claim_next(db: Database, worker_id: str, lease_s: float, kinds: tuple[str, .
                 update(Prediction)
                 .where(Prediction.id == candidate, _claimable(now))
                 .values(
-                    status="processing",
+                    status=Status.PROCESSING,
                     lease_owner=worker_id,
                     lease_expires_at=now + timedelta(seconds=lease_s),
                     attempts=Prediction.attempts + 1,
@@ -158,7 +164,7 @@ def _owned(prediction_id: str, worker_id: str) -> Any:
     return (
         (Prediction.id == prediction_id)
         & (Prediction.lease_owner == worker_id)
-        & (Prediction.status == "processing")
+        & (Prediction.status == Status.PROCESSING)
     )
 
 
@@ -197,13 +203,7 @@ def complete(
         db,
         prediction_id,
         worker_id,
-        status="completed",
-        outputs=outputs,
-        result=json_safe(result),
-        inference_ms=inference_ms,
-        completed_at=utcnow(),
-        lease_owner=None,
-        lease_expires_at=None,
+        **ended(Status.COMPLETED, outputs=outputs, result=json_safe(result), inference_ms=inference_ms),
     )
 
 
@@ -212,34 +212,18 @@ def fail(
     prediction_id: str,
     worker_id: str,
     *,
-    code: int,
+    code: ErrorCode,
     error: str,
     result: dict[str, Any] | None = None,
 ) -> bool:
-    values: dict[str, Any] = {
-        "status": "failed",
-        "error_code": code,
-        "error": error,
-        "completed_at": utcnow(),
-        "lease_owner": None,
-        "lease_expires_at": None,
-    }
+    values = ended(Status.FAILED, error_code=code, error=error)
     if result is not None:
         values["result"] = json_safe(result)
     return _update_owned(db, prediction_id, worker_id, **values)
 
 
 def mark_cancelled(db: Database, prediction_id: str, worker_id: str) -> bool:
-    return _update_owned(
-        db,
-        prediction_id,
-        worker_id,
-        status="cancelled",
-        error="cancelled by request",
-        completed_at=utcnow(),
-        lease_owner=None,
-        lease_expires_at=None,
-    )
+    return _update_owned(db, prediction_id, worker_id, **ended(Status.CANCELLED, error=CANCELLED_MESSAGE))
 
 
 def request_cancel(db: Database, prediction_id: str) -> Prediction | None:
@@ -247,12 +231,12 @@ def request_cancel(db: Database, prediction_id: str) -> Prediction | None:
     with db.session() as s:
         s.execute(
             update(Prediction)
-            .where(Prediction.id == prediction_id, Prediction.status == "created")
-            .values(status="cancelled", error="cancelled by request", completed_at=utcnow())
+            .where(Prediction.id == prediction_id, Prediction.status == Status.CREATED)
+            .values(ended(Status.CANCELLED, error=CANCELLED_MESSAGE))
         )
         s.execute(
             update(Prediction)
-            .where(Prediction.id == prediction_id, Prediction.status == "processing")
+            .where(Prediction.id == prediction_id, Prediction.status == Status.PROCESSING)
             .values(cancel_requested=True)
         )
     return get_prediction(db, prediction_id)
@@ -325,7 +309,7 @@ def release(db: Database, prediction_id: str, worker_id: str) -> bool:
         db,
         prediction_id,
         worker_id,
-        status="created",
+        status=Status.CREATED,
         lease_owner=None,
         lease_expires_at=None,
         attempts=Prediction.attempts - 1,

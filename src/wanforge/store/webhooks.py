@@ -13,8 +13,8 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from wanforge.store.db import Database, utcnow
-from wanforge.store.jobs import TERMINAL
 from wanforge.store.tables import Prediction, ServerSecret
+from wanforge.vocabulary import TERMINAL, WebhookState
 
 SECRET_NAME = "webhook_secret"
 SECRET_PREFIX = "whsec_"
@@ -47,7 +47,7 @@ def claim_due(db: Database, *, claim_s: float, limit: int = 20) -> list[Predicti
             s.scalars(
                 select(Prediction.id)
                 .where(
-                    Prediction.webhook_state == "pending",
+                    Prediction.webhook_state == WebhookState.PENDING,
                     Prediction.status.in_(TERMINAL),
                     or_(Prediction.webhook_next_at.is_(None), Prediction.webhook_next_at <= now),
                 )
@@ -62,7 +62,7 @@ def claim_due(db: Database, *, claim_s: float, limit: int = 20) -> list[Predicti
                 update(Prediction)
                 .where(
                     Prediction.id == prediction_id,
-                    Prediction.webhook_state == "pending",
+                    Prediction.webhook_state == WebhookState.PENDING,
                     Prediction.webhook_next_at.is_(None)
                     if seen is None
                     else Prediction.webhook_next_at == seen,
@@ -88,10 +88,10 @@ def record_attempt(
         row.webhook_attempts += 1
         row.webhook_error = error
         if ok:
-            row.webhook_state = "delivered"
+            row.webhook_state = WebhookState.DELIVERED
             row.webhook_next_at = None
         elif row.webhook_attempts >= max_attempts:
-            row.webhook_state = "failed"
+            row.webhook_state = WebhookState.FAILED
             row.webhook_next_at = None
         else:
             row.webhook_next_at = utcnow() + timedelta(seconds=retry_base_s * 2 ** (row.webhook_attempts - 1))

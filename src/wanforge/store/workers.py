@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import Worker
+from wanforge.vocabulary import WorkerState
 
 
 def host_label() -> str:
@@ -18,7 +19,13 @@ def host_label() -> str:
 
 
 def report_state(
-    db: Database, worker_id: str, state: str, *, model: str = "", detail: str = "", job: str | None = None
+    db: Database,
+    worker_id: str,
+    state: WorkerState,
+    *,
+    model: str = "",
+    detail: str = "",
+    job: str | None = None,
 ) -> None:
     now = utcnow()
     with db.session() as s:
@@ -48,7 +55,7 @@ def live_workers(db: Database, stale_after_s: float) -> list[Worker]:
         return list(
             s.scalars(
                 select(Worker)
-                .where(Worker.heartbeat_at >= cutoff, Worker.state != "stopped")
+                .where(Worker.heartbeat_at >= cutoff, Worker.state != WorkerState.STOPPED)
                 .order_by(Worker.started_at.desc())
             )
         )
@@ -57,8 +64,8 @@ def live_workers(db: Database, stale_after_s: float) -> list[Worker]:
 def mark_process_gone(db: Database, hostname: str, pid: int, detail: str) -> None:
     """A supervisor saw worker process `pid` on `hostname` exit: it no longer counts as live."""
     with db.session() as s:
-        for row in s.scalars(select(Worker).where(Worker.pid == pid, Worker.state != "stopped")):
+        for row in s.scalars(select(Worker).where(Worker.pid == pid, Worker.state != WorkerState.STOPPED)):
             if row.id.startswith(f"{hostname}-{pid}-"):
-                row.state = "stopped"
+                row.state = WorkerState.STOPPED
                 row.detail = detail
                 row.current_job = None

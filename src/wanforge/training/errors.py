@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from wanforge.vocabulary import ErrorCode
+
 
 class TrainingDataError(Exception):
     """Training data was refused or unusable; the message says why (task error code 1401)."""
 
-    code = 1401
+    code = ErrorCode.INVALID_PARAMETER
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -11,6 +11,7 @@ from typing import Any
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.tables import Prediction
+from wanforge.vocabulary import ErrorCode
 from wanforge.worker.lease import Lease
 from wanforge.worker.progress import ProgressReporter
 
@@ -18,7 +19,7 @@ from wanforge.worker.progress import ProgressReporter
 class TaskError(Exception):
     """A task failure with its WaveSpeed error code (1401, 1402, 1403, ...)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -69,12 +70,13 @@ class JobContext:
             try:
                 source = self.storage.path(key)
             except MediaError as exc:
-                raise TaskError(1402, f"cannot read {what}: {exc}") from exc
+                raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: {exc}") from exc
             if not source.is_file():
-                raise TaskError(1402, f"cannot read {what}: upload not found: {url}")
+                raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: upload not found: {url}")
             if source.stat().st_size > max_bytes:
                 raise TaskError(
-                    1402, f"cannot read {what}: the upload is over the limit of {max_bytes} bytes"
+                    ErrorCode.MEDIA_ACCESS_FAILED,
+                    f"cannot read {what}: the upload is over the limit of {max_bytes} bytes",
                 )
             shutil.copyfile(source, partial)
         else:
@@ -96,7 +98,7 @@ class JobContext:
                 allow_private=self.settings.allow_private_urls,
             )
         except MediaError as exc:
-            raise TaskError(1402, f"cannot read {what}: {exc}") from exc
+            raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: {exc}") from exc
 
 
 Task = Callable[[JobContext], TaskOutcome]

@@ -9,13 +9,16 @@ from wanforge.engine.generate import Engine, GenerationCancelled, GenerationRequ
 from wanforge.engine.video import write_mp4
 from wanforge.media.errors import MediaError
 from wanforge.media.images import decode_image
+from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
 
 
 def run_generate(ctx: JobContext, engine: Engine) -> TaskOutcome:
     spec = get_model(ctx.prediction.model)
     if spec is None or spec.resolution is None:
-        raise TaskError(1401, f"model {ctx.prediction.model} is not an image-to-video model")
+        raise TaskError(
+            ErrorCode.INVALID_PARAMETER, f"model {ctx.prediction.model} is not an image-to-video model"
+        )
     inp = I2VInput.model_validate(ctx.prediction.input)
     # the seed is fixed on the first attempt and kept, so a re-run after a crash makes the same video
     seed = ctx.prediction.result.get("seed") if ctx.prediction.result else None
@@ -27,7 +30,7 @@ def run_generate(ctx: JobContext, engine: Engine) -> TaskOutcome:
     try:
         image = decode_image(data, max_pixels=ctx.settings.max_image_pixels)
     except MediaError as exc:
-        raise TaskError(1402, f"cannot read image: {exc}") from exc
+        raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read image: {exc}") from exc
 
     request = GenerationRequest(
         image=image,
@@ -48,7 +51,7 @@ def run_generate(ctx: JobContext, engine: Engine) -> TaskOutcome:
     except GenerationCancelled as exc:
         raise TaskStopped(str(exc)) from exc
     except ValueError as exc:
-        raise TaskError(1401, f"invalid input: {exc}") from exc
+        raise TaskError(ErrorCode.INVALID_PARAMETER, f"invalid input: {exc}") from exc
     inference_s = time.monotonic() - started
 
     ctx.progress.report("encoding", 1, 1, force=True, seed=seed)

@@ -19,6 +19,7 @@ from wanforge.store import jobs
 from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
 from wanforge.store.workers import host_label, report_state, touch
+from wanforge.vocabulary import ErrorCode, WorkerState
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
 from wanforge.worker.lease import Lease, StopReason
 from wanforge.worker.progress import ProgressReporter
@@ -64,7 +65,7 @@ class WorkerLoop:
 
     def load(self) -> bool:
         """Load the model and register the tasks; report loading/ready/failed for /health."""
-        report_state(self.db, self.worker_id, "loading", model=self.settings.model)
+        report_state(self.db, self.worker_id, WorkerState.LOADING, model=self.settings.model)
         try:
             from wanforge.worker.tasks import build_tasks
 
@@ -74,12 +75,12 @@ class WorkerLoop:
             report_state(
                 self.db,
                 self.worker_id,
-                "failed",
+                WorkerState.FAILED,
                 model=self.settings.model,
                 detail=f"{type(exc).__name__}: {exc}",
             )
             return False
-        report_state(self.db, self.worker_id, "ready", model=self.settings.model)
+        report_state(self.db, self.worker_id, WorkerState.READY, model=self.settings.model)
         return True
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
@@ -111,7 +112,7 @@ class WorkerLoop:
             if max_jobs is not None and done >= max_jobs:
                 break
         with contextlib.suppress(Exception):
-            report_state(self.db, self.worker_id, "stopped", model=self.settings.model)
+            report_state(self.db, self.worker_id, WorkerState.STOPPED, model=self.settings.model)
 
     def run_job(self, row: Prediction) -> None:
         """Run one claimed job and record its outcome, unless another worker took it over.
@@ -159,7 +160,7 @@ class WorkerLoop:
                 self.db,
                 row.id,
                 self.worker_id,
-                code=1403,
+                code=ErrorCode.TASK_FAILED,
                 error=f"task execution failed: {type(exc).__name__}: {exc}",
             )
         won = ctx.lease.reason is not StopReason.LEASE_LOST and jobs.complete(

@@ -14,6 +14,7 @@ from wanforge.training.dataset import DatasetReport
 from wanforge.training.errors import TrainingDataError
 from wanforge.training.job import TrainRequest, lora_stem, train_from_zip
 from wanforge.training.trainer import TrainingCancelled, TrainProgress
+from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
 
 
@@ -63,7 +64,7 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
     except TrainingCancelled as exc:
         raise TaskStopped(str(exc)) from exc
     except ModelLoadError as exc:
-        raise TaskError(1403, str(exc)) from exc
+        raise TaskError(ErrorCode.TASK_FAILED, str(exc)) from exc
 
     outputs = []
     for path in (trained.result.high_noise_path, trained.result.low_noise_path):

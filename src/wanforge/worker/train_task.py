@@ -25,7 +25,13 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
     ctx.progress.report("fetching", 0, 1, force=True)
     zip_path = ctx.job_dir / "data.zip"
     if not zip_path.exists():  # a re-run after a crash already has it
-        ctx.fetch_to_file(inp.data, "data", zip_path, max_bytes=ctx.settings.max_upload_bytes)
+        ctx.fetch_to_file(
+            inp.data,
+            "data",
+            zip_path,
+            max_bytes=ctx.settings.max_training_data_bytes,
+            limit_setting="WANFORGE_MAX_TRAINING_DATA_BYTES",
+        )
 
     def on_dataset(report: DatasetReport) -> None:
         ctx.remember({"dataset": report.to_dict()})

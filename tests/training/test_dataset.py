@@ -163,3 +163,25 @@ def test_long_clip_is_truncated_with_a_log_line(tmp_path: Path) -> None:
     assert result.report.clips[0].frames_16fps == 20
     assert "long.mp4: longer than 1.25 s; only the first 1.25 s are used" in lines
     assert all(s.start_frame + 9 <= 20 for s in result.samples)
+
+
+def test_control_characters_never_reach_the_log_or_the_report(tmp_path: Path) -> None:
+    make_clip(tmp_path / "tiny.mp4", frames=3)
+    zip_path = make_zip(
+        tmp_path / "d.zip",
+        {
+            "bad\n[worker] done.mp4": b"not a video",
+            "tiny\x1b[2J.mp4": tmp_path / "tiny.mp4",
+            "x\u2028.jpg": b"",
+        },
+    )
+    lines: list[str] = []
+    with pytest.raises(DatasetError) as info:
+        _prepare(zip_path, tmp_path / "work", lines)
+    message = str(info.value)
+    assert message.startswith(
+        "no usable video in the ZIP: 2 videos found, none usable: bad\\n[worker] done.mp4 ("
+    )
+    assert "tiny\\x1b[2J.mp4 (too short: 3 frames at 16 fps, need at least 5)" in message
+    assert "ignored x\\u2028.jpg (not a video or caption)" in lines
+    assert all(line.isprintable() for line in [message, *lines])

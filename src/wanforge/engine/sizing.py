@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from PIL import Image, ImageOps
-
-Resolution = Literal["480p", "720p", "1080p"]
 
 MULTIPLE = 16
 MAX_ASPECT = 3.0

@@ -12,7 +12,8 @@ from wanforge.catalog import LoraTrainerInput
 from wanforge.engine.loading import LoadedModel, ModelLoadError
 from wanforge.training.dataset import DatasetReport
 from wanforge.training.errors import TrainingDataError
-from wanforge.training.job import TrainRequest, lora_stem, train_from_zip
+from wanforge.training.job import lora_stem, train_from_zip
+from wanforge.training.run import TrainParams
 from wanforge.training.trainer import TrainingCancelled, TrainProgress
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
@@ -53,7 +54,7 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
             loaded,
             zip_path,
             ctx.job_dir,
-            TrainRequest(
+            TrainParams(
                 trigger_word=inp.trigger_word,
                 steps=inp.steps,
                 learning_rate=inp.learning_rate,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.training.synthetic import make_overlap_bomb, make_zip, make_zip_with_infos, patch_zip_headers
+from wanforge.media.errors import describe_size
 from wanforge.training.archive import ArchiveError, ArchiveLimits, extract_dataset_zip
 
 Snapshot = Callable[[Path, Path | None], set[str]]
@@ -69,13 +70,13 @@ def test_too_large_in_total(tmp_path: Path, snapshot: Snapshot) -> None:
     files = {f"clip{i}.mp4": os.urandom(40_000) for i in range(3)}
     zip_path = make_zip(tmp_path / "big.zip", files)
     message = _refused(tmp_path, zip_path, snapshot, ArchiveLimits(max_total_bytes=100_000))
-    assert message == "the ZIP expands to more than 97.7 KiB, the limit in total"
+    assert message == "the ZIP expands to more than 100000 bytes (97.7 KiB), the limit in total"
 
 
 def test_too_large_single_entry(tmp_path: Path, snapshot: Snapshot) -> None:
     zip_path = make_zip(tmp_path / "one.zip", {"clip.mp4": os.urandom(20_000)})
     message = _refused(tmp_path, zip_path, snapshot, ArchiveLimits(max_entry_bytes=10_000))
-    assert message == "clip.mp4 is larger than 9.8 KiB uncompressed, the limit per file"
+    assert message == "clip.mp4 is larger than 10000 bytes (9.8 KiB) uncompressed, the limit per file"
 
 
 def test_zip_bomb_ratio(tmp_path: Path, snapshot: Snapshot) -> None:
@@ -182,7 +183,7 @@ def test_total_bytes_written_are_bounded_by_the_zip_size(tmp_path: Path, snapsho
     assert size < 20_000
     message = _refused(tmp_path, zip_path, snapshot, ArchiveLimits(ratio_floor_bytes=2 * KERNEL_BYTES))
     assert message == (
-        f"the ZIP expands to more than 100 times its own size of {size} bytes; refusing a possible ZIP bomb"
+        f"the ZIP expands to more than 100 times its own size of {describe_size(size)}; refusing a possible ZIP bomb"
     )
 
 

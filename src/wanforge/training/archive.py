@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from wanforge.media.errors import describe_size
 from wanforge.training.errors import ArchiveError
 
 __all__ = [
@@ -78,13 +79,6 @@ class ExtractedArchive:
     ignored: list[str]  # archive names that were not extracted
     log: list[str]
     files: list[str] = field(default_factory=list)  # every file entry in the ZIP, normalised
-
-
-def _fmt(n: float) -> str:
-    for unit, size in (("GiB", _GIB), ("MiB", _MIB), ("KiB", _KIB)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def escape_name(text: str) -> str:
@@ -194,7 +188,9 @@ class _Budget:
     def _check(self, name: str, size: int, compress_size: int, max_bytes: int, total: int) -> None:
         lim = self.limits
         if size > max_bytes:
-            raise ArchiveError(f"{name} is larger than {_fmt(max_bytes)} uncompressed, the limit per file")
+            raise ArchiveError(
+                f"{name} is larger than {describe_size(max_bytes)} uncompressed, the limit per file"
+            )
         if size > max(lim.ratio_floor_bytes, lim.max_compression_ratio * max(compress_size, 1)):
             raise ArchiveError(
                 f"{name} has a compression ratio over {lim.max_compression_ratio:g}:1; "
@@ -202,12 +198,12 @@ class _Budget:
             )
         if total > lim.max_total_bytes:
             raise ArchiveError(
-                f"the ZIP expands to more than {_fmt(lim.max_total_bytes)}, the limit in total"
+                f"the ZIP expands to more than {describe_size(lim.max_total_bytes)}, the limit in total"
             )
         if total > max(lim.ratio_floor_bytes, lim.max_compression_ratio * self.archive_bytes):
             raise ArchiveError(
                 f"the ZIP expands to more than {lim.max_compression_ratio:g} times its own size of "
-                f"{self.archive_bytes} bytes; refusing a possible ZIP bomb"
+                f"{describe_size(self.archive_bytes)}; refusing a possible ZIP bomb"
             )
 
     def precheck(self, info: zipfile.ZipInfo, name: str, max_bytes: int) -> None:
@@ -326,7 +322,7 @@ def _extract(
                     text_file.write(texts[caption_name])
             out.append(VideoEntry(path=path, caption_path=caption_path, name=name, size_bytes=size))
             with_caption = f" with caption {caption_name}" if caption_name else " (no caption)"
-            log.append(f"extracted {name} ({_fmt(size)}){with_caption}")
+            log.append(f"extracted {name} ({describe_size(size)}){with_caption}")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

@@ -67,7 +67,8 @@ def test_prepare_dataset_end_to_end(tmp_path: Path) -> None:
     assert report["buckets"] == {"32x48": 2, "48x32": 3}
     assert report["captions"] == {"provided": 2, "empty": 1, "missing": 0, "trigger_added": 2}
     assert report["ignored_files"] == ["notes.json"]
-    assert report["clips"][0]["name"] == "clips/broken.mov" and report["clips"][0]["reason"]
+    assert report["clips"][0]["name"] == "clips/broken.mov"
+    assert report["clips"][0]["reason"].startswith("not a readable video (")
     wide = next(c for c in report["clips"] if c["name"] == "clips/wide.mp4")
     assert (wide["fps"], wide["width"], wide["height"], wide["frames_16fps"], wide["bucket"]) == (
         16.0,

@@ -91,6 +91,7 @@ def run_plain(args: argparse.Namespace, clips: list[Clip]) -> dict[str, Any]:
     from peft import LoraConfig
 
     from wanforge.engine.demo import build_demo_components
+    from wanforge.training.lora import BLOCK_TARGETS
 
     pipe = WanImageToVideoPipeline(**build_demo_components().as_kwargs())
     rss_model = peak_rss_mib()
@@ -101,7 +102,7 @@ def run_plain(args: argparse.Namespace, clips: list[Clip]) -> dict[str, Any]:
     started = time.perf_counter()
     for expert, model in (("high_noise", pipe.transformer), ("low_noise", pipe.transformer_2)):
         model.requires_grad_(False)
-        targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
+        targets = list(BLOCK_TARGETS)
         model.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=targets))
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=args.lr)

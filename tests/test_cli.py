@@ -28,7 +28,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
 
 
 def test_generate_writes_an_mp4(tmp_path: Path) -> None:
-    from wanforge.engine.video import probe_video
+    from wanforge.training.videos import probe_video
 
     image = tmp_path / "in.png"
     image.write_bytes(png_bytes(160, 90))

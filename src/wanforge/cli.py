@@ -190,7 +190,8 @@ def train(
 
     from wanforge.engine.loading import load_pipeline
     from wanforge.training.errors import TrainingDataError
-    from wanforge.training.job import TrainRequest, lora_stem, train_from_zip
+    from wanforge.training.job import lora_stem, train_from_zip
+    from wanforge.training.run import TrainParams
     from wanforge.training.trainer import TrainProgress
 
     settings = load_settings(model=model)
@@ -216,7 +217,7 @@ def train(
                 loaded,
                 data,
                 work,
-                TrainRequest(trigger_word, steps, learning_rate, lora_rank),
+                TrainParams(trigger_word, steps, learning_rate, lora_rank),
                 output_stem=lora_stem(trigger_word),
                 on_progress=on_progress,
                 log=lambda line: progress.console.print(f"  {line}"),

@@ -30,7 +30,10 @@ class Settings(BaseSettings):
 
     # media
     allow_private_urls: bool = False
+    # one size limit per kind of input (docs/media.md): an input image by any route, a training
+    # ZIP by any route, one upload
     max_download_bytes: int = 200 * 1024 * 1024
+    max_training_data_bytes: int = 2 * 1024 * 1024 * 1024
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
     fetch_timeout_s: float = 30.0
     max_image_pixels: int = 40_000_000

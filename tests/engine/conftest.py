@@ -46,12 +46,19 @@ def demo_loaded() -> LoadedModel:
     return load_pipeline("demo")
 
 
+# The fast test profile, as diffusers' own Wan tests use: 2 steps and 9 frames (8 fps x 1 s + 1).
+# Every test whose subject is not the reference sampling defaults runs on it.
+FAST_TEST_PROFILE = {"steps": 2, "fps": 8}
+
+
 @pytest.fixture
 def engine_with(demo_loaded: LoadedModel) -> Callable[..., Engine]:
-    """``engine_with(steps=2, ...)``: an engine on the shared demo pipeline with a tweaked profile."""
+    """``engine_with(steps=5, ...)``: an engine on the shared demo pipeline with the fast test
+    profile (:data:`FAST_TEST_PROFILE`) and any further overrides."""
 
     def make(**overrides: object) -> Engine:
-        profile: ModelProfile = replace(demo_loaded.profile, **overrides)  # type: ignore[arg-type]
+        fields = {**FAST_TEST_PROFILE, **overrides}
+        profile: ModelProfile = replace(demo_loaded.profile, **fields)  # type: ignore[arg-type]
         return Engine(replace(demo_loaded, profile=profile))
 
     return make

@@ -93,7 +93,7 @@ def test_parity_with_the_default_negative_prompt(demo_loaded: LoadedModel, make_
 def test_same_seed_same_frames_different_seed_different_frames(
     engine_with: EngineFactory, make_image: ImageFactory
 ) -> None:
-    engine = engine_with(steps=2)
+    engine = engine_with()
     image = make_image(160, 90)
     first = engine.generate(GenerationRequest(image, PROMPT, "", "480p", seed=5, duration_s=1))
     again = engine.generate(GenerationRequest(image, PROMPT, "", "480p", seed=5, duration_s=1))
@@ -131,7 +131,7 @@ def test_the_demo_profile_runs_torch_on_one_thread(
 ) -> None:
     torch.set_num_threads(2)
     seen: list[int] = []
-    engine_with(steps=2).render(
+    engine_with().render(
         GenerationRequest(make_image(112, 64), PROMPT, "", "480p", seed=2, duration_s=1),
         on_step=lambda i, n: seen.append(torch.get_num_threads()),
     )
@@ -142,7 +142,7 @@ def test_the_demo_profile_runs_torch_on_one_thread(
 def test_cancellation_before_the_first_step(engine_with: EngineFactory, make_image: ImageFactory) -> None:
     calls: list[int] = []
     with pytest.raises(GenerationCancelled):
-        engine_with(steps=2).generate(
+        engine_with().generate(
             GenerationRequest(make_image(112, 64), PROMPT, "", "480p", seed=2, duration_s=1),
             on_step=lambda i, n: calls.append(i),
             should_cancel=lambda: True,

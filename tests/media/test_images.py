@@ -177,3 +177,67 @@ def test_truncated(fmt: str) -> None:
     data = encode(noisy, fmt)
     with pytest.raises(MediaError, match="is not a readable image"):
         decode(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"), [("GIF", {}), ("TIFF", {}), ("TIFF", {"compression": "tiff_deflate"})]
+)
+def test_gif_and_tiff_are_allowed(fmt: str, options: dict[str, Any]) -> None:
+    img = decode(encode(halves(), fmt, **options))
+    assert img.size == (8, 4)
+    assert img.getpixel((0, 0)) == RED and img.getpixel((7, 3)) == BLUE
+
+
+ACCEPTED = "not a known image format (accepted: JPEG, PNG, WebP, BMP, GIF, TIFF)"
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "PCX", "ICO", "SGI", "IM", "DDS", "QOI"])
+def test_formats_outside_the_allow_list_are_refused(fmt: str) -> None:
+    try:
+        data = encode(halves((16, 16)), fmt)
+    except (KeyError, OSError, ValueError):
+        pytest.skip(f"this Pillow cannot write {fmt}")
+    assert Image.open(io.BytesIO(data)).format == fmt  # Pillow itself would decode it
+    with pytest.raises(MediaError) as info:
+        decode(data)
+    assert str(info.value) == f"the image is not a readable image: {ACCEPTED}"
+
+
+def test_eps_never_reaches_ghostscript(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    def no_subprocess(*args: object, **kwargs: object) -> object:
+        raise AssertionError("decoding an image started a process")
+
+    for name in ("Popen", "run", "call", "check_call", "check_output"):
+        monkeypatch.setattr(subprocess, name, no_subprocess)
+    eps = (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n"
+        b"newpath 0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+    )
+    with pytest.raises(MediaError) as info:
+        decode(eps)
+    assert str(info.value) == f"the image is not a readable image: {ACCEPTED}"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF"])
+def test_truncated_is_refused_even_when_pillow_is_told_to_pad(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    noisy = Image.effect_noise((64, 64), 64).convert("RGB")
+    data = encode(noisy, fmt)
+    with pytest.raises(MediaError) as info:
+        decode(data[: len(data) * 3 // 4])
+    assert str(info.value).startswith("the image is not a readable image: ")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # left as found
+
+
+def test_png_cut_before_its_end_chunk_is_refused() -> None:
+    data = encode(halves(), "PNG")
+    assert data.endswith(b"IEND\xaeB`\x82")
+    with pytest.raises(MediaError) as info:
+        decode(data[:-12])
+    assert str(info.value) == "the image is not a readable image: image file is truncated (no IEND chunk)"

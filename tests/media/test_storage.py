@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -253,12 +252,3 @@ def test_async_stream_that_breaks_off_keeps_nothing(storage: LocalStorage) -> No
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(storage.write_async_stream("uploads/t/a.bin", cancelled(), max_bytes=500))
     assert listing(storage.root) == []
-
-
-@pytest.mark.parametrize(
-    "error",
-    [MediaError("plain"), TooLarge("upload", 10, 20, hint="raise it"), MediaNotFound("gone", "uploads/t/x")],
-)
-def test_errors_survive_pickling(error: MediaError) -> None:
-    copy = pickle.loads(pickle.dumps(error))
-    assert type(copy) is type(error) and str(copy) == str(error) and vars(copy) == vars(error)

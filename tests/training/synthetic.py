@@ -16,6 +16,7 @@ import io
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +28,7 @@ import numpy as np
 __all__ = [
     "make_clip",
     "make_dataset_zip",
+    "make_overlap_bomb",
     "make_zip",
     "make_zip_with_infos",
     "patch_zip_headers",
@@ -170,6 +172,80 @@ def patch_zip_headers(path: Path, *, set_flags: int = 0, file_size: int | None =
         name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, pos + 28)
         pos += 46 + name_len + extra_len + comment_len
     path.write_bytes(bytes(data))
+    return path
+
+
+def make_overlap_bomb(path: Path, names: Sequence[str], kernel_bytes: int) -> Path:
+    """A small ZIP whose entries share their compressed data (David Fifield's "better zip bomb").
+
+    One DEFLATE kernel of ``kernel_bytes`` zeros sits at the end of the file. Entry ``i``'s data
+    is a stored (uncompressed) DEFLATE block that quotes entry ``i + 1``'s local header, followed
+    by entry ``i + 1``'s data: every entry expands to the kernel plus the headers after it, and
+    each local header's bytes lie inside the data of every entry before it. Every header is
+    honest about sizes and CRCs, so per-entry checks pass.
+    """
+    kernel_plain = bytes(kernel_bytes)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    kernel = compressor.compress(kernel_plain) + compressor.flush()
+
+    def local_header(name: bytes, crc: int, csize: int, usize: int) -> bytes:
+        return (
+            struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, csize, usize, len(name), 0)
+            + name
+        )
+
+    encoded = [n.encode() for n in names]
+    count = len(encoded)
+    # build from the last entry back: each entry's data is known once the next one's is
+    headers: list[bytes] = [b""] * count
+    datas: list[bytes] = [b""] * count
+    plains: list[bytes] = [b""] * count
+    for i in reversed(range(count)):
+        if i == count - 1:
+            datas[i], plains[i] = kernel, kernel_plain
+        else:
+            quote = headers[i + 1]
+            block = struct.pack("<BHH", 0, len(quote), len(quote) ^ 0xFFFF)
+            datas[i] = block + quote + datas[i + 1]
+            plains[i] = quote + plains[i + 1]
+        crc = zlib.crc32(plains[i])
+        headers[i] = local_header(encoded[i], crc, len(datas[i]), len(plains[i]))
+    out = bytearray()
+    offsets: list[int] = []
+    for i in range(count):
+        offsets.append(len(out))
+        out += headers[i]
+        if i < count - 1:
+            out += struct.pack("<BHH", 0, len(headers[i + 1]), len(headers[i + 1]) ^ 0xFFFF)
+    out += kernel
+    central = bytearray()
+    for i, name in enumerate(encoded):
+        usize = len(plains[i])
+        central += (
+            struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                8,
+                0,
+                0x21,
+                zlib.crc32(plains[i]),
+                len(datas[i]),
+                usize,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offsets[i],
+            )
+            + name
+        )
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(central), len(out), 0)
+    path.write_bytes(bytes(out + central + end))
     return path
 
 

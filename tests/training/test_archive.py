@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.synthetic import make_zip, make_zip_with_infos, patch_zip_headers
+from tests.training.synthetic import make_overlap_bomb, make_zip, make_zip_with_infos, patch_zip_headers
+from wanforge.media.errors import describe_size
 from wanforge.training.archive import ArchiveError, ArchiveLimits, extract_dataset_zip
 
 Snapshot = Callable[[Path, Path | None], set[str]]
@@ -69,13 +70,13 @@ def test_too_large_in_total(tmp_path: Path, snapshot: Snapshot) -> None:
     files = {f"clip{i}.mp4": os.urandom(40_000) for i in range(3)}
     zip_path = make_zip(tmp_path / "big.zip", files)
     message = _refused(tmp_path, zip_path, snapshot, ArchiveLimits(max_total_bytes=100_000))
-    assert message == "the ZIP expands to more than 97.7 KiB, the limit in total"
+    assert message == "the ZIP expands to more than 100000 bytes (97.7 KiB), the limit in total"
 
 
 def test_too_large_single_entry(tmp_path: Path, snapshot: Snapshot) -> None:
     zip_path = make_zip(tmp_path / "one.zip", {"clip.mp4": os.urandom(20_000)})
     message = _refused(tmp_path, zip_path, snapshot, ArchiveLimits(max_entry_bytes=10_000))
-    assert message == "clip.mp4 is larger than 9.8 KiB uncompressed, the limit per file"
+    assert message == "clip.mp4 is larger than 10000 bytes (9.8 KiB) uncompressed, the limit per file"
 
 
 def test_zip_bomb_ratio(tmp_path: Path, snapshot: Snapshot) -> None:
@@ -154,3 +155,59 @@ def test_layout_nested_hidden_and_ignored(tmp_path: Path) -> None:
     assert "ignored photo.jpg (not a video or caption)" in result.log
     assert {p.name for p in dest.iterdir()} == {"0000.gif", "0001.webm", "0001.txt", "0002.mp4", "0002.txt"}
     assert "empty_dir" not in {p.name for p in dest.iterdir()}
+
+
+OVERLAP_NAMES = [f"clip{i:02d}.mp4" for i in range(30)]
+KERNEL_BYTES = 1024 * 1024 - 4096  # each entry stays under the ratio floor: no per-entry ratio trips
+
+
+def test_overlapping_entry_bomb_is_refused_before_writing(tmp_path: Path, snapshot: Snapshot) -> None:
+    zip_path = make_overlap_bomb(tmp_path / "overlap.zip", OVERLAP_NAMES, KERNEL_BYTES)
+    assert zip_path.stat().st_size < 5_000
+    with zipfile.ZipFile(zip_path) as zf:  # a well-formed ZIP as far as zipfile can tell
+        assert zf.read("clip29.mp4") == bytes(KERNEL_BYTES)
+        assert len(zf.read("clip00.mp4")) > KERNEL_BYTES
+    message = _refused(tmp_path, zip_path, snapshot)
+    assert message == (
+        "the ZIP entries 'clip00.mp4' and 'clip01.mp4' overlap (they share their data); "
+        "refusing a possible ZIP bomb"
+    )
+
+
+def test_total_bytes_written_are_bounded_by_the_zip_size(tmp_path: Path, snapshot: Snapshot) -> None:
+    """Separate entries that each stay under the ratio floor still may not expand the ZIP, in
+    total, past the ratio: counted on the bytes written, not the headers' claims."""
+    files = {f"clip{i:02d}.mp4": bytes(KERNEL_BYTES) for i in range(8)}
+    zip_path = make_zip(tmp_path / "many-small-bombs.zip", files)
+    size = zip_path.stat().st_size
+    assert size < 20_000
+    message = _refused(tmp_path, zip_path, snapshot, ArchiveLimits(ratio_floor_bytes=2 * KERNEL_BYTES))
+    assert message == (
+        f"the ZIP expands to more than 100 times its own size of {describe_size(size)}; refusing a possible ZIP bomb"
+    )
+
+
+def test_control_characters_in_entry_names_are_escaped(tmp_path: Path) -> None:
+    files: dict[str, bytes | str | Path] = {
+        "clips/a\nextracted fake.mp4": b"video",
+        "clips/a\nextracted fake.txt": "its caption",
+        "notes\r\x1b[31m.json": b"{}",
+        "clips/\u202egpj.mp4": b"video 2",
+    }
+    result = extract_dataset_zip(make_zip(tmp_path / "names.zip", files), tmp_path / "dest", ArchiveLimits())
+    assert [v.name for v in result.videos] == ["clips/\\u202egpj.mp4", "clips/a\\nextracted fake.mp4"]
+    assert result.ignored == ["notes\\r\\x1b[31m.json"]
+    assert result.log == [
+        "ignored notes\\r\\x1b[31m.json (not a video or caption)",
+        "extracted clips/\\u202egpj.mp4 (7 bytes) (no caption)",
+        "extracted clips/a\\nextracted fake.mp4 (5 bytes) with caption clips/a\\nextracted fake.txt",
+    ]
+    assert all(line.isprintable() for line in result.log)
+
+
+def test_control_characters_in_refusal_messages_are_escaped(tmp_path: Path, snapshot: Snapshot) -> None:
+    zip_path = make_zip(tmp_path / "dup.zip", {"a\nb.mp4": b"one", "a\nb.MP4/../a\nb.mp4": b"two"})
+    message = _refused(tmp_path, zip_path, snapshot)
+    assert message == "unsafe path in the ZIP: 'a\\nb.MP4/../a\\nb.mp4' (parent directory '..')"
+    zip_path = make_zip(tmp_path / "dup2.zip", {"x\n.mp4": b"one", "x\n.mp4\\": b"", "./x\n.mp4": b"two"})
+    assert _refused(tmp_path / "again", zip_path, snapshot) == "the ZIP contains 'x\\n.mp4' twice"

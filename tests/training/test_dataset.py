@@ -67,7 +67,8 @@ def test_prepare_dataset_end_to_end(tmp_path: Path) -> None:
     assert report["buckets"] == {"32x48": 2, "48x32": 3}
     assert report["captions"] == {"provided": 2, "empty": 1, "missing": 0, "trigger_added": 2}
     assert report["ignored_files"] == ["notes.json"]
-    assert report["clips"][0]["name"] == "clips/broken.mov" and report["clips"][0]["reason"]
+    assert report["clips"][0]["name"] == "clips/broken.mov"
+    assert report["clips"][0]["reason"].startswith("not a readable video (")
     wide = next(c for c in report["clips"] if c["name"] == "clips/wide.mp4")
     assert (wide["fps"], wide["width"], wide["height"], wide["frames_16fps"], wide["bucket"]) == (
         16.0,
@@ -163,3 +164,25 @@ def test_long_clip_is_truncated_with_a_log_line(tmp_path: Path) -> None:
     assert result.report.clips[0].frames_16fps == 20
     assert "long.mp4: longer than 1.25 s; only the first 1.25 s are used" in lines
     assert all(s.start_frame + 9 <= 20 for s in result.samples)
+
+
+def test_control_characters_never_reach_the_log_or_the_report(tmp_path: Path) -> None:
+    make_clip(tmp_path / "tiny.mp4", frames=3)
+    zip_path = make_zip(
+        tmp_path / "d.zip",
+        {
+            "bad\n[worker] done.mp4": b"not a video",
+            "tiny\x1b[2J.mp4": tmp_path / "tiny.mp4",
+            "x\u2028.jpg": b"",
+        },
+    )
+    lines: list[str] = []
+    with pytest.raises(DatasetError) as info:
+        _prepare(zip_path, tmp_path / "work", lines)
+    message = str(info.value)
+    assert message.startswith(
+        "no usable video in the ZIP: 2 videos found, none usable: bad\\n[worker] done.mp4 ("
+    )
+    assert "tiny\\x1b[2J.mp4 (too short: 3 frames at 16 fps, need at least 5)" in message
+    assert "ignored x\\u2028.jpg (not a video or caption)" in lines
+    assert all(line.isprintable() for line in [message, *lines])

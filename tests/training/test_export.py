@@ -26,7 +26,7 @@ from wanforge.training.latents import build_cache
 from wanforge.training.lora import ADAPTER_NAME, add_lora, lora_modules, lora_state_dict
 from wanforge.training.run import TrainParams, as_pipeline, train_lora
 from wanforge.training.timesteps import EXPERTS, Expert
-from wanforge.training.trainer import ExpertConfig, ExpertTrainer, train_sequentially
+from wanforge.training.trainer import ExpertTrainer, train_sequentially
 
 
 def clips(n: int) -> list[Clip]:
@@ -130,7 +130,9 @@ def test_exported_files_load_into_diffusers_and_reproduce_the_trained_model(tmp_
     experts = {"high_noise": trained.transformer, "low_noise": trained.transformer_2}
     trainers = [
         ExpertTrainer(
-            ExpertConfig(e, steps=5, learning_rate=5e-2, rank=8, alpha=4.0, eval_samples=0),
+            TrainParams(
+                steps=5, learning_rate=5e-2, lora_rank=8, lora_alpha=4.0, eval_samples=0
+            ).expert_config(e),
             experts[e],
             cache,
             torch.device("cpu"),

@@ -18,7 +18,6 @@ from wanforge.training.run import TrainParams, as_pipeline, train_lora
 from wanforge.training.timesteps import EXPERTS, Expert, sample_timesteps
 from wanforge.training.trainer import (
     Batch,
-    ExpertConfig,
     TrainingCancelled,
     TrainProgress,
     draw_batch,
@@ -95,14 +94,18 @@ def test_cache_matches_the_pipeline_latents_and_condition() -> None:
 
 def test_batches_are_reproducible_and_drop_captions() -> None:
     cache = build_cache(as_pipeline(build_demo_components()), moving_square_clips(3), CPU)
-    config = ExpertConfig("low_noise", steps=1, learning_rate=1e-4, rank=4, caption_dropout=1.0, batch_size=2)
+    config = TrainParams(
+        steps=1, learning_rate=1e-4, lora_rank=4, caption_dropout=1.0, batch_size=2
+    ).expert_config("low_noise")
     a = draw_batch(cache, config, torch.Generator().manual_seed(5))
     b = draw_batch(cache, config, torch.Generator().manual_seed(5))
     assert torch.equal(a.noise, b.noise) and torch.equal(a.timesteps, b.timesteps)
     assert a.latents.shape == (2, 16, 3, 4, 6) and a.condition.shape == (2, 20, 3, 4, 6)
     assert torch.equal(a.text, cache.empty_embeds.expand(2, -1, -1))
     assert bool((a.timesteps < 900).all())
-    half = ExpertConfig("high_noise", steps=1, learning_rate=1e-4, rank=4, caption_dropout=0.5)
+    half = TrainParams(steps=1, learning_rate=1e-4, lora_rank=4, caption_dropout=0.5).expert_config(
+        "high_noise"
+    )
     generator = torch.Generator().manual_seed(0)
     empty = [torch.equal(draw_batch(cache, half, generator).text[0], cache.empty_embeds) for _ in range(40)]
     assert 5 < sum(empty) < 35

@@ -120,6 +120,7 @@ class DemoComponents:
     transformer: WanTransformer3DModel
     transformer_2: WanTransformer3DModel
     boundary_ratio: float = 0.9
+    name: str = "wanforge-demo"  # the base model named in trained LoRA files
 
     def as_kwargs(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,8 @@
 """Model profiles: the sampling defaults and sizing strategy of each served model.
 
+How a model is *trained* (bucket area, window length, checkpoint period) is not here: that is
+`wanforge.training.profiles`, keyed by the same profile name.
+
 A profile is a frozen dataclass; adjust one with ``dataclasses.replace(profile, steps=20)``.
 """
 
@@ -50,10 +53,6 @@ class ModelProfile:
     default_negative_prompt: str = WAN_NEGATIVE_PROMPT
     max_sequence_length: int = 512
     cpu_threads: int | None = None
-    # LoRA training: bucket pixel area (height, width), frames per window (4k+1), checkpoint period
-    train_area: tuple[int, int] = (480, 832)
-    train_frames: int = 81
-    train_checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -66,10 +65,6 @@ class ModelProfile:
             raise ValueError(f"strategy_1080p must be 'upscale' or 'native', got {self.strategy_1080p!r}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {self.cpu_threads}")
-        if self.train_frames < 5 or (self.train_frames - 1) % 4:
-            raise ValueError(f"train_frames must be 4k+1 and >= 5, got {self.train_frames}")
-        if any(side < 16 or side % 16 for side in self.train_area):
-            raise ValueError(f"train_area sides must be multiples of 16, got {self.train_area}")
         if self.generation_area is not None and self.generation_area < 16 * 16:
             raise ValueError(f"generation_area must be >= 256 pixels, got {self.generation_area}")
 
@@ -100,9 +95,6 @@ DEMO = ModelProfile(
     name="demo",
     generation_area=DEMO_AREA,
     cpu_threads=1,
-    train_area=(32, 48),
-    train_frames=17,
-    train_checkpoint_every=10,
 )
 
 PROFILES: MappingProxyType[str, ModelProfile] = MappingProxyType(

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from PIL import Image, ImageOps
-
-Resolution = Literal["480p", "720p", "1080p"]
 
 MULTIPLE = 16
 MAX_ASPECT = 3.0
@@ -127,10 +124,13 @@ def prepare_image(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def fit_image(img: Image.Image, width: int, height: int) -> Image.Image:
-    """Resize ``img`` to cover ``width x height`` and center-crop it (Pillow LANCZOS), as RGB."""
+def fit_image(
+    img: Image.Image, width: int, height: int, resample: Image.Resampling = Image.Resampling.LANCZOS
+) -> Image.Image:
+    """Resize ``img`` to cover ``width x height`` and center-crop it, as RGB: the one
+    resize-to-cover (the engine's input image with LANCZOS, the trainer's frames with BICUBIC)."""
     img = img.convert("RGB")
     if img.size == (width, height):
         return img
     box = cover_box(img.width, img.height, width, height)
-    return img.resize((width, height), Image.Resampling.LANCZOS, box=box)
+    return img.resize((width, height), resample, box=box)

@@ -1,10 +1,12 @@
-"""MP4 writing and probing with PyAV: H.264 (libx264), yuv420p, moov atom first (faststart)."""
+"""MP4 writing with PyAV: H.264 (libx264), yuv420p, moov atom first (faststart).
+
+To read a video back, use `wanforge.training.videos.probe_video` (the one prober).
+"""
 
 from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
 
 import av
 import numpy as np
@@ -12,15 +14,6 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 
 DEFAULT_CRF = 18
 DEFAULT_PRESET = "fast"
-
-
-class VideoInfo(NamedTuple):
-    width: int
-    height: int
-    frames: int
-    fps: float
-    codec: str
-    pix_fmt: str
 
 
 def write_mp4(
@@ -78,19 +71,3 @@ def _tag_bt709(codec_context: av.VideoCodecContext) -> None:
     codec_context.color_range = ColorRange.MPEG
     codec_context.color_primaries = ColorPrimaries.BT709
     codec_context.color_trc = ColorTrc.BT709
-
-
-def probe_video(path: str | Path) -> VideoInfo:
-    """Width, height, frame count, frame rate, codec name and pixel format of the first video stream."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = stream.frames or sum(1 for _ in container.decode(stream))
-        rate = stream.average_rate or stream.base_rate or 0
-        return VideoInfo(
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            frames=frames,
-            fps=float(rate),
-            codec=stream.codec_context.name,
-            pix_fmt=stream.codec_context.pix_fmt or "",
-        )

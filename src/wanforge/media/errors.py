@@ -23,11 +23,6 @@ class MediaError(Exception):
         super().__init__(message)
         self.message = message
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # rebuild from the final message and attributes, so errors survive pickling between
-        # the worker's child process and its parent
-        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
-
     def __str__(self) -> str:
         return self.message
 
@@ -63,10 +58,3 @@ def describe_size(n: int) -> str:
         if value < 1024 or unit == "TiB":
             break
     return f"{n} bytes ({value:.1f} {unit})"
-
-
-def _rebuild(cls: type[MediaError], message: str, state: dict[str, object]) -> MediaError:
-    error = cls.__new__(cls)
-    MediaError.__init__(error, message)
-    error.__dict__.update(state)
-    return error

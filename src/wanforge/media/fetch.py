@@ -13,6 +13,8 @@ The rules, applied to the first request and to every redirect hop alike:
 - redirects are followed by hand, at most ``max_redirects`` of them;
 - a ``Content-Length`` over ``max_bytes`` is refused before the body is read, and the body is
   streamed and cut off as soon as it passes ``max_bytes`` (with or without a length);
+  :func:`fetch_to_file` writes each chunk to disk as it arrives, so memory stays bounded by
+  one chunk whatever the size; ``limit_setting`` is the setting a size error names;
 - ``timeout_s`` bounds the whole fetch, DNS, redirects and body included (checked between
   operations, each of which may take at most the time that is left);
 - proxies from the environment are ignored (``trust_env=False``): a proxy would connect to
@@ -23,16 +25,19 @@ Every failure is a :class:`MediaError` whose message says what happened.
 
 from __future__ import annotations
 
+import io
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from wanforge.media import addresses
 from wanforge.media.errors import MediaError, TooLarge
 
-__all__ = ["FetchedMedia", "fetch_url", "post_url"]
+__all__ = ["FetchedFile", "FetchedMedia", "fetch_to_file", "fetch_url", "post_url"]
 
 ALLOW_PRIVATE_SETTING = "WANFORGE_ALLOW_PRIVATE_URLS"
 MAX_BYTES_SETTING = "WANFORGE_MAX_DOWNLOAD_BYTES"
@@ -54,12 +59,22 @@ class FetchedMedia:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchedFile:
+    """A body written to disk by :func:`fetch_to_file`: its size, MIME type and final URL."""
+
+    size: int
+    content_type: str | None
+    final_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Limits:
     label: str
     max_bytes: int
     timeout_s: float
     deadline: float
     allow_private: bool
+    limit_setting: str = MAX_BYTES_SETTING
 
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -82,13 +97,62 @@ def fetch_url(
     max_redirects: int = 5,
     label: str = "media URL",
     ssl_context: ssl.SSLContext | None = None,
+    limit_setting: str = MAX_BYTES_SETTING,
 ) -> FetchedMedia:
     """GET ``url`` under the rules in this module's docstring and return its body.
 
     ``label`` names the URL in error messages (e.g. ``"image URL"``); ``ssl_context`` replaces
-    the default certificate store (a private CA, or a test).
+    the default certificate store (a private CA, or a test). For a body that may be large, use
+    :func:`fetch_to_file`.
     """
-    limits = _Limits(label, max_bytes, timeout_s, time.monotonic() + timeout_s, allow_private)
+    limits = _Limits(label, max_bytes, timeout_s, time.monotonic() + timeout_s, allow_private, limit_setting)
+    body = io.BytesIO()
+    _, content_type, final_url = _fetch(url, body.write, limits, max_redirects, ssl_context)
+    return FetchedMedia(body.getvalue(), content_type, final_url)
+
+
+def fetch_to_file(
+    url: str,
+    target: Path,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    allow_private: bool,
+    max_redirects: int = 5,
+    label: str = "media URL",
+    ssl_context: ssl.SSLContext | None = None,
+    limit_setting: str = MAX_BYTES_SETTING,
+) -> FetchedFile:
+    """GET ``url`` like :func:`fetch_url`, writing the body to ``target`` chunk by chunk.
+
+    ``target`` is created or truncated; on any failure it is removed, so a refused or broken
+    download leaves nothing behind.
+    """
+    limits = _Limits(label, max_bytes, timeout_s, time.monotonic() + timeout_s, allow_private, limit_setting)
+    try:
+        with open(target, "wb") as out:
+            size, content_type, final_url = _fetch(url, out.write, limits, max_redirects, ssl_context)
+    except OSError as exc:  # the local file (disk full, read-only): say so without its path
+        target.unlink(missing_ok=True)
+        raise MediaError(f"cannot store the file from the {label}: {exc.strerror or exc}") from exc
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return FetchedFile(size, content_type, final_url)
+
+
+def _fetch(
+    url: str,
+    sink: Callable[[bytes], object],
+    limits: _Limits,
+    max_redirects: int,
+    ssl_context: ssl.SSLContext | None,
+) -> tuple[int, str | None, str]:
+    """Follow redirects to the final answer and pour its body into ``sink``.
+
+    Returns the body's size, its MIME type and the final URL.
+    """
+    label = limits.label
     current = _check_url(url, label, redirected=False)
     verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
     with httpx.Client(verify=verify, trust_env=False, follow_redirects=False) as client:
@@ -113,8 +177,8 @@ def fetch_url(
                     continue
                 if not 200 <= status < 300:
                     raise MediaError(f"{label} answered HTTP {status} {response.reason_phrase}".rstrip())
-                data = _read_body(response, limits)
-                return FetchedMedia(data, _mime(response.headers.get("content-type")), str(current))
+                size = _read_body(response, limits, sink)
+                return size, _mime(response.headers.get("content-type")), str(current)
             finally:
                 response.close()
 
@@ -212,26 +276,25 @@ def _send_pinned(
     raise MediaError(f"{limits.label}: cannot connect to {host} port {port}: {failure}") from failure
 
 
-def _read_body(response: httpx.Response, limits: _Limits) -> bytes:
-    too_large_hint = f"{MAX_BYTES_SETTING} sets the limit"
+def _read_body(response: httpx.Response, limits: _Limits, sink: Callable[[bytes], object]) -> int:
+    too_large_hint = f"{limits.limit_setting} sets the limit"
     what = f"the file at the {limits.label}"
     declared = response.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > limits.max_bytes:
         raise TooLarge(what, limits.max_bytes, int(declared), hint=too_large_hint)
-    chunks: list[bytes] = []
     total = 0
     try:
         for chunk in response.iter_bytes():
             total += len(chunk)
             if total > limits.max_bytes:
                 raise TooLarge(what, limits.max_bytes, hint=too_large_hint)
-            chunks.append(chunk)
+            sink(chunk)
             limits.remaining()
     except httpx.TimeoutException as exc:
         raise limits.timed_out() from exc
     except httpx.HTTPError as exc:
         raise MediaError(f"{limits.label} download failed: {exc}") from exc
-    return b"".join(chunks)
+    return total
 
 
 def _mime(content_type: str | None) -> str | None:

@@ -7,6 +7,13 @@ in the pipeline, applies the EXIF orientation, takes the first frame of an anima
 converts every colour mode to RGB (transparency is composited on white, 16-bit and float
 greyscale are scaled to 8 bits).
 
+Only an allow-list of formats is decoded: JPEG, PNG, WebP, BMP, GIF (first frame) and TIFF.
+Their Pillow plugins are imported here and ``Image.open`` gets ``formats=``, so no other plugin
+is ever tried on user bytes: not EPS (which runs Ghostscript), nor any of the exotic formats
+Pillow can parse. A truncated file is refused, never padded: the load runs with Pillow's
+``ImageFile.LOAD_TRUNCATED_IMAGES`` off whatever its global value, and a PNG must reach its
+``IEND`` chunk (Pillow stops quietly without one).
+
 Pillow's global ``Image.MAX_IMAGE_PIXELS`` is left alone (no import-time side effects); its
 own bomb error still applies above twice that value and is reported as a MediaError.
 """
@@ -14,13 +21,40 @@ own bomb error still applies above twice that value and is reported as a MediaEr
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from PIL import Image, ImageOps
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
 
 from wanforge.media.errors import MediaError
 
-__all__ = ["decode_image"]
+__all__ = ["ALLOWED_FORMATS", "decode_image"]
+
+# Pillow format id -> the name shown to users; importing the plugins above registers exactly
+# these, so Image.open never has to load the rest (Image.init())
+ALLOWED_FORMATS: dict[str, str] = {
+    JpegImagePlugin.JpegImageFile.format: "JPEG",
+    PngImagePlugin.PngImageFile.format: "PNG",
+    WebPImagePlugin.WebPImageFile.format: "WebP",
+    BmpImagePlugin.BmpImageFile.format: "BMP",
+    GifImagePlugin.GifImageFile.format: "GIF",
+    TiffImagePlugin.TiffImageFile.format: "TIFF",
+}
+_NOT_ALLOWED = f"not a known image format (accepted: {', '.join(ALLOWED_FORMATS.values())})"
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC
+_strict_lock = threading.Lock()
 
 MAX_PIXELS_SETTING = "WANFORGE_MAX_IMAGE_PIXELS"
 BACKGROUND = (255, 255, 255)
@@ -41,21 +75,43 @@ def decode_image(data: bytes, *, max_pixels: int, label: str = "the image") -> I
         with warnings.catch_warnings():
             # our own pixel limit is checked below, before decoding; Pillow's warning is noise
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
                 _check_pixels(img, max_pixels, label)
+                if img.format == PngImagePlugin.PngImageFile.format and _PNG_END not in data:
+                    raise MediaError(
+                        f"{label} is not a readable image: image file is truncated (no IEND chunk)"
+                    )
                 if getattr(img, "is_animated", False):
                     img.seek(0)
-                img.load()
+                with _strict_loading():
+                    img.load()
                 return _to_rgb(_oriented(img))
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
         raise MediaError(f"{label} has too many pixels to decode safely: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
-        raise MediaError(f"{label} is not a readable image: not a known image format") from exc
+        raise MediaError(f"{label} is not a readable image: {_NOT_ALLOWED}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         # Pillow reports corrupt and truncated files with any of these
         raise MediaError(f"{label} is not a readable image: {exc}") from exc
+
+
+@contextmanager
+def _strict_loading() -> Iterator[None]:
+    """Pillow's truncated-image padding off while we load, restored after.
+
+    ``LOAD_TRUNCATED_IMAGES`` is a module global that Pillow reads inside ``load()``; nothing
+    in wanforge turns it on, but any library in the process could, and then a truncated image
+    would come back padded with grey. The lock keeps two decodes from restoring it out of order.
+    """
+    with _strict_lock:
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def _check_pixels(img: Image.Image, max_pixels: int, label: str) -> None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path
 
 from wanforge.media.datauri import is_data_uri, parse_data_uri
 from wanforge.media.errors import MediaError, MediaNotFound
-from wanforge.media.fetch import fetch_url
+from wanforge.media.fetch import MAX_BYTES_SETTING, fetch_to_file, fetch_url
 from wanforge.media.storage import Storage
 
-__all__ = ["FILES_PREFIX", "own_file_key", "read_media"]
+__all__ = ["FILES_PREFIX", "own_file_key", "read_media", "save_media"]
 
 FILES_PREFIX = "/files/"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -44,11 +45,7 @@ def read_media(
     ``label`` names the field in error messages (e.g. ``"image URL"``). ``max_bytes`` applies
     to every form: the decoded data URI, the stored file and the download.
     """
-    if not isinstance(url, str):
-        raise MediaError(f"{label} must be a string, not {type(url).__name__}")
-    url = url.strip()
-    if not url:
-        raise MediaError(f"{label} is empty")
+    url = _non_empty(url, label)
     if is_data_uri(url):
         return parse_data_uri(url, max_bytes=max_bytes)[1]
     key = own_file_key(url, own_base_urls)
@@ -57,14 +54,62 @@ def read_media(
             return storage.read_bytes(key, max_bytes=max_bytes)
         except MediaNotFound as exc:
             raise MediaNotFound(f"upload not found: {label} points to {FILES_PREFIX}{key}", key) from exc
+    _scheme(url, label)
+    return fetch_url(
+        url, max_bytes=max_bytes, timeout_s=timeout_s, allow_private=allow_private, label=label
+    ).data
+
+
+def save_media(
+    url: str,
+    target: Path,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    allow_private: bool,
+    label: str = "media URL",
+    limit_setting: str = MAX_BYTES_SETTING,
+) -> int:
+    """Write the bytes of a ``data:`` URI or an ``http(s)`` URL to ``target``; return the size.
+
+    A download streams to disk (see :func:`fetch_to_file`), so a large file never sits in
+    memory. This server's own ``/files/`` URLs are the caller's to recognise first
+    (:func:`own_file_key`): copying a stored file is a storage matter.
+    """
+    url = _non_empty(url, label)
+    if is_data_uri(url):
+        data = parse_data_uri(url, max_bytes=max_bytes)[1]
+        target.write_bytes(data)
+        return len(data)
+    _scheme(url, label)
+    return fetch_to_file(
+        url,
+        target,
+        max_bytes=max_bytes,
+        timeout_s=timeout_s,
+        allow_private=allow_private,
+        label=label,
+        limit_setting=limit_setting,
+    ).size
+
+
+def _non_empty(url: object, label: str) -> str:
+    if not isinstance(url, str):
+        raise MediaError(f"{label} must be a string, not {type(url).__name__}")
+    url = url.strip()
+    if not url:
+        raise MediaError(f"{label} is empty")
+    return url
+
+
+def _scheme(url: str, label: str) -> str:
+    """``http`` or ``https``; any other scheme, or none, is a MediaError naming the problem."""
     try:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
     except ValueError as exc:  # e.g. an unbalanced '[' in the host
         raise MediaError(f"{label} is not a valid URL: {exc}") from exc
     if scheme in ("http", "https"):
-        return fetch_url(
-            url, max_bytes=max_bytes, timeout_s=timeout_s, allow_private=allow_private, label=label
-        ).data
+        return scheme
     shown = repr(url if len(url) <= 60 else url[:57] + "...")
     if scheme:
         raise MediaError(

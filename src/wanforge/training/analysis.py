@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from wanforge.engine.sizing import fit_image
+
 __all__ = [
     "STANDARD_RATIOS",
     "Bucket",
@@ -264,14 +266,6 @@ def choose_bucket(width: int, height: int, buckets: list[Bucket]) -> Bucket:
 
 
 def resize_cover(frame: np.ndarray, bucket: Bucket) -> np.ndarray:
-    """Resize an RGB frame to cover the bucket, center-cropping the overflow."""
-    h, w = frame.shape[:2]
-    target = bucket.ratio
-    if w / h > target:
-        cw = h * target
-        box = ((w - cw) / 2, 0.0, (w + cw) / 2, float(h))
-    else:
-        ch = w / target
-        box = (0.0, (h - ch) / 2, float(w), (h + ch) / 2)
-    image = Image.fromarray(frame).resize((bucket.width, bucket.height), Image.Resampling.BICUBIC, box=box)
+    """Resize an RGB frame to cover the bucket, center-cropping the overflow (bicubic)."""
+    image = fit_image(Image.fromarray(frame), bucket.width, bucket.height, Image.Resampling.BICUBIC)
     return np.asarray(image, dtype=np.uint8)

@@ -2,7 +2,10 @@
 
 The ZIP comes from a stranger, so every entry is checked before a byte is written, and the
 limits are enforced again while the bytes stream out (the sizes in the headers are claims, not
-facts). Nothing is ever written outside ``dest_dir``: output paths are built here
+facts). Entries whose local header and data overlap another entry's are refused: that is how a
+"better zip bomb" (David Fifield, 2019) makes a few hundred kilobytes expand to gigabytes with
+every header honest. And whatever the headers say, the bytes written in total may not exceed
+``max_compression_ratio`` times the ZIP's own size. Nothing is ever written outside ``dest_dir``: output paths are built here
 (``0000.mp4``, ``0000.txt``, ...), never taken from the archive. Any refusal is an
 :class:`ArchiveError`, which the worker reports as task error 1401 (invalid parameter).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import re
 import stat
+import struct
 import unicodedata
 import zipfile
 import zlib
@@ -18,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from wanforge.media.errors import describe_size
 from wanforge.training.errors import ArchiveError
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "ArchiveLimits",
     "ExtractedArchive",
     "VideoEntry",
+    "escape_name",
     "extract_dataset_zip",
     "hidden_reason",
 ]
@@ -39,6 +45,8 @@ _MIB = 1024 * _KIB
 _GIB = 1024 * _MIB
 _CHUNK = 1 * _MIB
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
+_LOCAL_SIGNATURE = b"PK\x03\x04"
 _SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
@@ -73,15 +81,21 @@ class ExtractedArchive:
     files: list[str] = field(default_factory=list)  # every file entry in the ZIP, normalised
 
 
-def _fmt(n: float) -> str:
-    for unit, size in (("GiB", _GIB), ("MiB", _MIB), ("KiB", _KIB)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} bytes"
+def escape_name(text: str) -> str:
+    """``text`` with every non-printable character escaped as ``\\n``, ``\\x1b``, ``\\u202e``...
+
+    Entry names reach job logs, error messages and the dataset report; a newline or a terminal
+    escape in a name must not forge a log line or recolour a terminal, nor a bidi override
+    reorder what a reader sees. The same escapes as ``repr``, without its quotes.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _normalise_name(info: zipfile.ZipInfo, limits: ArchiveLimits) -> str:
-    """The entry's name as clean "/"-separated parts; refuses every way out of dest_dir."""
+    """The entry's name as clean "/"-separated parts, non-printable characters escaped (see
+    :func:`escape_name`); refuses every way out of dest_dir. Only this form is ever shown."""
     raw = info.orig_filename
     if "\x00" in raw:
         raise ArchiveError(f"unsafe path in the ZIP: {raw!r} (NUL byte in the name)")
@@ -96,14 +110,15 @@ def _normalise_name(info: zipfile.ZipInfo, limits: ArchiveLimits) -> str:
     if len(parts) > limits.max_path_depth:
         depth = limits.max_path_depth
         raise ArchiveError(f"unsafe path in the ZIP: {raw!r} (more than {depth} folders deep)")
-    return unicodedata.normalize("NFC", "/".join(parts))
+    # backslashes were all turned into "/" above, so escaping cannot make two names equal
+    return escape_name(unicodedata.normalize("NFC", "/".join(parts)))
 
 
 def _check_entry(info: zipfile.ZipInfo, name: str) -> None:
     if stat.S_ISLNK(info.external_attr >> 16):
-        raise ArchiveError(f"the ZIP contains a symbolic link: {name!r}; links are not allowed")
+        raise ArchiveError(f"the ZIP contains a symbolic link: '{name}'; links are not allowed")
     if info.flag_bits & 0x1:
-        raise ArchiveError(f"the ZIP entry {name!r} is encrypted; password-protected ZIPs are not supported")
+        raise ArchiveError(f"the ZIP entry '{name}' is encrypted; password-protected ZIPs are not supported")
 
 
 def hidden_reason(name: str) -> str | None:
@@ -116,18 +131,66 @@ def hidden_reason(name: str) -> str | None:
     return None
 
 
-class _Budget:
-    """Checks the sizes the headers claim, then counts the bytes that really come out."""
+def _check_overlaps(
+    zip_path: Path, infos: list[zipfile.ZipInfo], names: dict[int, str], data_end: int
+) -> None:
+    """Refuse entries whose local header + data ranges overlap, or run into the central directory.
 
-    def __init__(self, limits: ArchiveLimits) -> None:
+    ``zipfile`` reads each entry from its own header offset and never looks at the others, so
+    it happily expands the same compressed bytes once per entry; this check is the one that
+    sees the whole file. ``names`` maps ``id(info)`` to the name to show.
+    """
+    spans: list[tuple[int, int, zipfile.ZipInfo]] = []
+    with open(zip_path, "rb") as f:
+        for info in infos:
+            f.seek(info.header_offset)
+            raw = f.read(_LOCAL_HEADER.size)
+            if len(raw) < _LOCAL_HEADER.size:
+                raise ArchiveError(f"the ZIP entry {names[id(info)]} is corrupt (truncated local header)")
+            signature, name_len, extra_len = _LOCAL_HEADER.unpack(raw)
+            if signature != _LOCAL_SIGNATURE:
+                raise ArchiveError(f"the ZIP entry {names[id(info)]} is corrupt (bad local header)")
+            end = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+            spans.append((info.header_offset, end, info))
+    spans.sort(key=lambda span: span[0])
+    previous: tuple[int, int, zipfile.ZipInfo] | None = None
+    for span in spans:
+        start, end, info = span
+        if previous is not None and start < previous[1]:
+            first, second = names[id(previous[2])], names[id(info)]
+            raise ArchiveError(
+                f"the ZIP entries {first} and {second} overlap (they share their data); "
+                "refusing a possible ZIP bomb"
+            )
+        if end > data_end:
+            raise ArchiveError(
+                f"the ZIP entry {names[id(info)]} runs into the ZIP's central directory; "
+                "refusing a possible ZIP bomb"
+            )
+        if previous is None or end > previous[1]:
+            previous = span
+
+
+class _Budget:
+    """Checks the sizes the headers claim, then counts the bytes that really come out.
+
+    The real count is what matters: it is checked before each chunk is handed on, per entry
+    and in total, and in total against ``max_compression_ratio`` times ``archive_bytes`` (the
+    ZIP file's real size), which no header can lie about.
+    """
+
+    def __init__(self, limits: ArchiveLimits, archive_bytes: int) -> None:
         self.limits = limits
+        self.archive_bytes = archive_bytes
         self.declared = 0
         self.total = 0
 
     def _check(self, name: str, size: int, compress_size: int, max_bytes: int, total: int) -> None:
         lim = self.limits
         if size > max_bytes:
-            raise ArchiveError(f"{name} is larger than {_fmt(max_bytes)} uncompressed, the limit per file")
+            raise ArchiveError(
+                f"{name} is larger than {describe_size(max_bytes)} uncompressed, the limit per file"
+            )
         if size > max(lim.ratio_floor_bytes, lim.max_compression_ratio * max(compress_size, 1)):
             raise ArchiveError(
                 f"{name} has a compression ratio over {lim.max_compression_ratio:g}:1; "
@@ -135,12 +198,17 @@ class _Budget:
             )
         if total > lim.max_total_bytes:
             raise ArchiveError(
-                f"the ZIP expands to more than {_fmt(lim.max_total_bytes)}, the limit in total"
+                f"the ZIP expands to more than {describe_size(lim.max_total_bytes)}, the limit in total"
+            )
+        if total > max(lim.ratio_floor_bytes, lim.max_compression_ratio * self.archive_bytes):
+            raise ArchiveError(
+                f"the ZIP expands to more than {lim.max_compression_ratio:g} times its own size of "
+                f"{describe_size(self.archive_bytes)}; refusing a possible ZIP bomb"
             )
 
     def precheck(self, info: zipfile.ZipInfo, name: str, max_bytes: int) -> None:
         if info.compress_type not in _SUPPORTED_METHODS:
-            raise ArchiveError(f"the ZIP entry {name!r} uses an unsupported compression method")
+            raise ArchiveError(f"the ZIP entry '{name}' uses an unsupported compression method")
         self.declared += info.file_size
         self._check(name, info.file_size, info.compress_size, max_bytes, self.declared)
 
@@ -158,7 +226,7 @@ class _Budget:
                     self._check(name, written, info.compress_size, max_bytes, self.total)
                     yield chunk
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, ValueError) as exc:
-            raise ArchiveError(f"the ZIP entry {name!r} is corrupt ({exc})") from exc
+            raise ArchiveError(f"the ZIP entry '{name}' is corrupt ({exc})") from exc
 
 
 def _open_zip(zip_path: Path) -> zipfile.ZipFile:
@@ -174,24 +242,32 @@ def extract_dataset_zip(zip_path: Path, dest_dir: Path, limits: ArchiveLimits) -
     ``dest_dir`` is created if needed and should be empty: outputs are named ``0000.mp4``,
     ``0000.txt``, ... (videos in archive-name order) and never overwrite an existing file.
     """
+    archive_bytes = zip_path.stat().st_size
     with _open_zip(zip_path) as zf:
         infos = zf.infolist()
         if len(infos) > limits.max_entries:
             raise ArchiveError(f"the ZIP has {len(infos)} entries, over the limit of {limits.max_entries}")
         entries: dict[str, zipfile.ZipInfo] = {}
+        shown: dict[int, str] = {}
         for info in infos:
             name = _normalise_name(info, limits)
+            shown[id(info)] = f"'{name}'" if name else repr(info.orig_filename)
             _check_entry(info, name)
             if info.is_dir() or not name:
                 continue
             if name in entries:
-                raise ArchiveError(f"the ZIP contains {name!r} twice")
+                raise ArchiveError(f"the ZIP contains '{name}' twice")
             entries[name] = info
-        return _extract(zf, entries, dest_dir, limits)
+        _check_overlaps(zip_path, infos, shown, data_end=zf.start_dir)  # type: ignore[attr-defined]
+        return _extract(zf, entries, dest_dir, limits, archive_bytes)
 
 
 def _extract(
-    zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], dest_dir: Path, limits: ArchiveLimits
+    zf: zipfile.ZipFile,
+    entries: dict[str, zipfile.ZipInfo],
+    dest_dir: Path,
+    limits: ArchiveLimits,
+    archive_bytes: int,
 ) -> ExtractedArchive:
     log: list[str] = []
     ignored: list[str] = []
@@ -218,7 +294,7 @@ def _extract(
             ignored.append(name)
             log.append(f"ignored {name} ({why})")
 
-    budget = _Budget(limits)
+    budget = _Budget(limits, archive_bytes)
     for name in videos:
         budget.precheck(visible[name], name, limits.max_entry_bytes)
     for name in used_captions:
@@ -246,7 +322,7 @@ def _extract(
                     text_file.write(texts[caption_name])
             out.append(VideoEntry(path=path, caption_path=caption_path, name=name, size_bytes=size))
             with_caption = f" with caption {caption_name}" if caption_name else " (no caption)"
-            log.append(f"extracted {name} ({_fmt(size)}){with_caption}")
+            log.append(f"extracted {name} ({describe_size(size)}){with_caption}")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

@@ -22,25 +22,11 @@ import torch
 from safetensors.torch import save_file
 
 import wanforge
+from wanforge.training.lora import BLOCK_TARGETS
 from wanforge.training.timesteps import Expert
 
 WAN_PREFIX = "diffusion_model."
 
-# diffusers module suffix inside a block -> original Wan module suffix
-_WAN_NAMES: dict[str, str] = {
-    "attn1.to_q": "self_attn.q",
-    "attn1.to_k": "self_attn.k",
-    "attn1.to_v": "self_attn.v",
-    "attn1.to_out.0": "self_attn.o",
-    "attn2.to_q": "cross_attn.q",
-    "attn2.to_k": "cross_attn.k",
-    "attn2.to_v": "cross_attn.v",
-    "attn2.to_out.0": "cross_attn.o",
-    "attn2.add_k_proj": "cross_attn.k_img",
-    "attn2.add_v_proj": "cross_attn.v_img",
-    "ffn.net.0.proj": "ffn.0",
-    "ffn.net.2": "ffn.2",
-}
 _BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
 _LORA_KEY = re.compile(r"(.+)\.(lora_A|lora_B)\.weight")
 
@@ -48,9 +34,9 @@ _LORA_KEY = re.compile(r"(.+)\.(lora_A|lora_B)\.weight")
 def wan_module_name(diffusers_name: str) -> str:
     """`blocks.3.attn1.to_out.0` -> `blocks.3.self_attn.o`."""
     match = _BLOCK.fullmatch(diffusers_name)
-    if match is None or match.group(2) not in _WAN_NAMES:
+    if match is None or match.group(2) not in BLOCK_TARGETS:
         raise ValueError(f"no Wan name for module {diffusers_name!r}")
-    return f"blocks.{match.group(1)}.{_WAN_NAMES[match.group(2)]}"
+    return f"blocks.{match.group(1)}.{BLOCK_TARGETS[match.group(2)]}"
 
 
 def to_wan_state_dict(

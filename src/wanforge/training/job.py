@@ -1,10 +1,11 @@
-"""One training job from a ZIP: dataset, then both experts' LoRAs, with the model's profile.
+"""One training job from a ZIP: dataset, then both experts' LoRAs, with the model's profiles.
 
 The worker's trainer task and `wanforge train` both run this, so the two can never drift.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from wanforge.engine.loading import LoadedModel, exclusive_placement
 from wanforge.training.dataset import DatasetReport, prepare_dataset
+from wanforge.training.profiles import training_profile
 from wanforge.training.run import TrainParams, TrainResult, train_lora
 from wanforge.training.trainer import CancelCheck, ProgressCallback
 
@@ -19,14 +21,6 @@ from wanforge.training.trainer import CancelCheck, ProgressCallback
 def lora_stem(trigger_word: str) -> str:
     """A file-name-safe stem from the trigger word (`p3r5on` -> `p3r5on`, `a/b c` -> `a-b-c`)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", trigger_word).strip("-")[:40] or "lora"
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    trigger_word: str = "p3r5on"
-    steps: int = 100
-    learning_rate: float = 2e-4
-    lora_rank: int = 32
 
 
 @dataclass(frozen=True)
@@ -39,7 +33,7 @@ def train_from_zip(
     loaded: LoadedModel,
     zip_path: Path,
     work_dir: Path,
-    request: TrainRequest,
+    params: TrainParams,
     *,
     output_stem: str,
     on_progress: ProgressCallback | None = None,
@@ -49,30 +43,32 @@ def train_from_zip(
 ) -> TrainedJob:
     """Analyse the ZIP into `work_dir/dataset`, train into `work_dir/train` (resumable there).
 
+    `params` gives what the caller chooses (trigger word, steps, learning rate, rank, ...); the
+    checkpoint period comes from the model's training profile and the expert boundary and
+    flow shift from its sampling profile, so a LoRA is trained on the timesteps it serves.
+
     Raises `TrainingDataError` (code 1401) for a refused or unusable ZIP, `TrainingCancelled`
     when `should_cancel()` says so, `ModelLoadError` when the memory mode cannot train.
     """
     profile = loaded.profile
+    plan = training_profile(profile.name)
     dataset = prepare_dataset(
         zip_path,
         work_dir / "dataset",
-        trigger_word=request.trigger_word,
-        area=profile.train_area,
-        frames_per_window=profile.train_frames,
+        trigger_word=params.trigger_word,
+        area=plan.area,
+        frames_per_window=plan.frames,
         log=log,
     )
     report = dataset.report
     if on_dataset is not None:
         on_dataset(report)
-    params = TrainParams(
-        trigger_word=request.trigger_word,
-        steps=request.steps,
-        learning_rate=request.learning_rate,
-        lora_rank=request.lora_rank,
-        checkpoint_every=profile.train_checkpoint_every,
+    params = dataclasses.replace(
+        params,
+        checkpoint_every=plan.checkpoint_every,
         boundary=profile.boundary_ratio,
         shift=profile.flow_shift,
-        base_model=loaded.name,
+        base_model=params.base_model or loaded.name,
     )
     with exclusive_placement(loaded):
         result = train_lora(

@@ -18,21 +18,23 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 ADAPTER_NAME = "wanforge_train"
 
-# module suffixes inside a `blocks.{i}` block; the optional ones are added only where present
-BLOCK_TARGETS: tuple[str, ...] = (
-    "attn1.to_q",
-    "attn1.to_k",
-    "attn1.to_v",
-    "attn1.to_out.0",
-    "attn2.to_q",
-    "attn2.to_k",
-    "attn2.to_v",
-    "attn2.to_out.0",
-    "attn2.add_k_proj",
-    "attn2.add_v_proj",
-    "ffn.net.0.proj",
-    "ffn.net.2",
-)
+# The one list of LoRA target layers: module suffix inside a `blocks.{i}` block (diffusers'
+# name) -> the original Wan name that `export.py` writes. Optional ones (the image key/value
+# projections) are adapted only where the model has them.
+BLOCK_TARGETS: dict[str, str] = {
+    "attn1.to_q": "self_attn.q",
+    "attn1.to_k": "self_attn.k",
+    "attn1.to_v": "self_attn.v",
+    "attn1.to_out.0": "self_attn.o",
+    "attn2.to_q": "cross_attn.q",
+    "attn2.to_k": "cross_attn.k",
+    "attn2.to_v": "cross_attn.v",
+    "attn2.to_out.0": "cross_attn.o",
+    "attn2.add_k_proj": "cross_attn.k_img",
+    "attn2.add_v_proj": "cross_attn.v_img",
+    "ffn.net.0.proj": "ffn.0",
+    "ffn.net.2": "ffn.2",
+}
 
 
 def lora_target_modules(transformer: WanTransformer3DModel) -> list[str]:

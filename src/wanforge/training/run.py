@@ -23,10 +23,9 @@ import torch
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
-from wanforge.engine.demo import DemoComponents
 from wanforge.training.checkpoint import checkpoint_path
 from wanforge.training.export import LoraInfo, export_lora, lora_file_name
-from wanforge.training.latents import ClipLike, load_or_build_cache
+from wanforge.training.latents import ClipLike, LatentCache, load_or_build_cache
 from wanforge.training.lora import lora_modules, lora_state_dict, move_to, remove_lora
 from wanforge.training.timesteps import EXPERTS, Expert, expert_sigma_range
 from wanforge.training.trainer import (
@@ -99,15 +98,19 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class HasPipelineKwargs(Protocol):
+class PipelineComponents(Protocol):
+    """A model's components and its name (the engine's `DemoComponents` is one)."""
+
+    name: str
+
     def as_kwargs(self) -> dict[str, Any]: ...
 
 
-PipelineSource = WanImageToVideoPipeline | HasPipelineKwargs | Mapping[str, Any]
+PipelineSource = WanImageToVideoPipeline | PipelineComponents | Mapping[str, Any]
 
 
 def as_pipeline(source: PipelineSource) -> WanImageToVideoPipeline:
-    """A pipeline, its components (`DemoComponents`) or the keyword arguments that build one."""
+    """A pipeline, its components (`PipelineComponents`) or the keyword arguments that build one."""
     if isinstance(source, WanImageToVideoPipeline):
         return source
     kwargs = dict(source) if isinstance(source, Mapping) else source.as_kwargs()
@@ -158,6 +161,8 @@ def train_lora(
 ) -> TrainResult:
     """Train both experts' LoRAs (high noise, then low noise) and export them into `job_dir`.
 
+    Three stages: cache the encoded dataset, train the experts that have not finished (each
+    exported as soon as it is done), export the experts that had finished in an earlier run.
     The pipeline is left as found: its experts without adapters and every module back on the
     device it came on. Raises `TrainingCancelled` when `should_cancel()` says so between steps.
     """
@@ -172,14 +177,102 @@ def train_lora(
     job_dir.mkdir(parents=True, exist_ok=True)
     configs = {e: params.expert_config(e) for e in EXPERTS}
     resume = {e: load_resume_state(configs[e], checkpoint_path(job_dir, e)) for e in EXPERTS}
-    base_model = params.base_model or (
-        "wanforge-demo" if isinstance(pipe_or_components, DemoComponents) else pipe.name_or_path or "unknown"
+    pending = [e for e in EXPERTS if (ckpt := resume[e]) is None or ckpt.step < params.steps]
+    exporter = _Exporter(
+        params,
+        base_model=_base_model(pipe_or_components, pipe, params),
+        dataset={**dataset_summary(samples), **(dataset_info or {})},
+        paths={e: job_dir / lora_file_name(output_stem, e) for e in EXPERTS},
     )
-    summary = {**dataset_summary(samples), **(dataset_info or {})}
-    paths = {e: job_dir / lora_file_name(output_stem, e) for e in EXPERTS}
     metrics: dict[str, Any] = {"cache_s": 0.0, "cache_loaded": False}
+    devices = {
+        name: module.device
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module) and hasattr(module, "device")
+    }
+    try:
+        if pending:
+            t0 = time.monotonic()
+            cache, metrics["cache_loaded"] = _cache(pipe, models, samples, job_dir, run_device)
+            metrics["cache_s"] = time.monotonic() - t0
+            trainers = [
+                ExpertTrainer(
+                    configs[e], models[e], cache, run_device, checkpoint_path(job_dir, e), resume[e]
+                )
+                for e in pending
+            ]
+            for e in pending:
+                resume[e] = None  # the trainer holds it until it has restored it
+            metrics.update(_train_pending(trainers, exporter, on_progress, should_cancel))
+        for e in EXPERTS:
+            finished = resume[e]
+            if e not in pending and finished is not None:
+                exporter.export(e, finished.lora)
+                metrics[e] = _expert_metrics(finished.step, finished.losses, finished.metrics, finished.step)
+    finally:
+        for model in models.values():
+            remove_lora(model)
+        for name, dev in devices.items():
+            getattr(pipe, name).to(dev)
+    metrics["total_s"] = time.monotonic() - started
+    return TrainResult(exporter.paths["high_noise"], exporter.paths["low_noise"], metrics)
 
-    def export(expert: Expert, lora: Mapping[str, torch.Tensor]) -> None:
+
+def _base_model(source: PipelineSource, pipe: WanImageToVideoPipeline, params: TrainParams) -> str:
+    """What the exported files name as their base: the parameter, the components' name, the path."""
+    if params.base_model:
+        return params.base_model
+    if isinstance(source, WanImageToVideoPipeline | Mapping):
+        return str(pipe.name_or_path or "unknown")
+    return source.name
+
+
+def _cache(
+    pipe: WanImageToVideoPipeline,
+    models: Mapping[Expert, WanTransformer3DModel],
+    samples: Sequence[ClipLike],
+    job_dir: Path,
+    device: torch.device,
+) -> tuple[LatentCache, bool]:
+    """Stage 1: the encoded dataset, from `cache.pt` or built now (and whether it was loaded)."""
+    for model in models.values():  # the encoders get the device to themselves while caching
+        move_to(model, "cpu")
+    return load_or_build_cache(pipe, samples, job_dir / "cache.pt", device)
+
+
+def _train_pending(
+    trainers: Sequence[ExpertTrainer],
+    exporter: _Exporter,
+    on_progress: ProgressCallback | None,
+    should_cancel: CancelCheck | None,
+) -> dict[str, Any]:
+    """Stage 2: train each unfinished expert in turn, exporting each as soon as it finishes."""
+    timing = train_sequentially(
+        trainers,
+        on_progress,
+        should_cancel,
+        on_finished=lambda t: exporter.export(t.expert, lora_state_dict(t.transformer)),
+    )
+    return {
+        t.expert: {
+            **_expert_metrics(t.step, t.losses, t.metrics, t.resumed_from),
+            **timing.get(t.expert, {}),
+        }
+        for t in trainers
+    }
+
+
+@dataclass(frozen=True)
+class _Exporter:
+    """Stage 3: one expert's LoRA weights to its `.safetensors` file, with the run's metadata."""
+
+    params: TrainParams
+    base_model: str
+    dataset: Mapping[str, Any]
+    paths: Mapping[Expert, Path]
+
+    def export(self, expert: Expert, lora: Mapping[str, torch.Tensor]) -> None:
+        params = self.params
         low, high = expert_sigma_range(expert, params.boundary, params.shift).timestep_range
         info = LoraInfo(
             expert=expert,
@@ -189,52 +282,7 @@ def train_lora(
             steps=params.steps,
             learning_rate=params.learning_rate,
             timestep_range=(low, high),
-            base_model=base_model,
-            dataset=summary,
+            base_model=self.base_model,
+            dataset=self.dataset,
         )
-        export_lora(lora, paths[expert], info, getattr(torch, params.export_dtype))
-
-    pending = [e for e in EXPERTS if (ckpt := resume[e]) is None or ckpt.step < params.steps]
-    devices = {
-        name: module.device
-        for name, module in pipe.components.items()
-        if isinstance(module, torch.nn.Module) and hasattr(module, "device")
-    }
-    try:
-        if pending:
-            for model in models.values():  # the encoders get the device to themselves while caching
-                move_to(model, "cpu")
-            t0 = time.monotonic()
-            cache, loaded = load_or_build_cache(pipe, samples, job_dir / "cache.pt", run_device)
-            metrics["cache_s"], metrics["cache_loaded"] = time.monotonic() - t0, loaded
-            trainers = [
-                ExpertTrainer(
-                    configs[e], models[e], cache, run_device, checkpoint_path(job_dir, e), resume[e]
-                )
-                for e in pending
-            ]
-            for e in pending:
-                resume[e] = None  # the trainer holds it until it has restored it
-            timing = train_sequentially(
-                trainers,
-                on_progress,
-                should_cancel,
-                on_finished=lambda t: export(t.expert, lora_state_dict(t.transformer)),
-            )
-            for t in trainers:
-                metrics[t.expert] = {
-                    **_expert_metrics(t.step, t.losses, t.metrics, t.resumed_from),
-                    **timing.get(t.expert, {}),
-                }
-        for e in EXPERTS:
-            finished = resume[e]
-            if e not in pending and finished is not None:
-                export(e, finished.lora)
-                metrics[e] = _expert_metrics(finished.step, finished.losses, finished.metrics, finished.step)
-    finally:
-        for model in models.values():
-            remove_lora(model)
-        for name, dev in devices.items():
-            getattr(pipe, name).to(dev)
-    metrics["total_s"] = time.monotonic() - started
-    return TrainResult(paths["high_noise"], paths["low_noise"], metrics)
+        export_lora(lora, self.paths[expert], info, getattr(torch, params.export_dtype))

@@ -66,19 +66,22 @@ CancelCheck = Callable[[], bool]
 
 @dataclass(frozen=True)
 class ExpertConfig:
+    """One expert's share of a run's `TrainParams` (built by `TrainParams.expert_config`, which
+    holds every default)."""
+
     expert: Expert
     steps: int
     learning_rate: float
     rank: int
-    alpha: float | None = None
-    seed: int = 0
-    caption_dropout: float = 0.0
-    boundary: float = 0.9
-    shift: float = 5.0
-    batch_size: int = 1
-    checkpoint_every: int = 25
-    gradient_checkpointing: bool = True
-    eval_samples: int = 4
+    alpha: float | None
+    seed: int
+    caption_dropout: float
+    boundary: float
+    shift: float
+    batch_size: int
+    checkpoint_every: int
+    gradient_checkpointing: bool
+    eval_samples: int
 
     def run_key(self) -> dict[str, Any]:
         """What a checkpoint must have been made with to be resumed by this config."""

@@ -47,11 +47,16 @@ class DecodeLimits:
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """What :func:`probe_video` reads; the one description of a video file in wanforge (the
+    engine's MP4 output is checked with it too)."""
+
     fps: float
     duration_s: float
     width: int  # as displayed (after rotation)
     height: int
     frames: int  # source frames (packets) in the video stream
+    codec: str = ""  # FFmpeg's decoder name, e.g. "h264"
+    pix_fmt: str = ""  # e.g. "yuv420p"
 
 
 def _describe(exc: BaseException) -> str:
@@ -111,6 +116,7 @@ def probe_video(path: Path, limits: DecodeLimits | None = None) -> VideoInfo:
             _check_header_size(stream, limits)
             tb = stream.time_base or Fraction(1, 90_000)
             rate = stream.average_rate or stream.guessed_rate
+            codec, pix_fmt = stream.codec_context.name, stream.codec_context.pix_fmt or ""
             frames = 0
             first: VideoFrame | None = None
             start: int | None = None
@@ -141,7 +147,13 @@ def probe_video(path: Path, limits: DecodeLimits | None = None) -> VideoInfo:
     if _rotation_quarters(first) % 2:
         width, height = height, width
     return VideoInfo(
-        fps=round(fps, 3), duration_s=round(duration, 3), width=width, height=height, frames=frames
+        fps=round(fps, 3),
+        duration_s=round(duration, 3),
+        width=width,
+        height=height,
+        frames=frames,
+        codec=codec,
+        pix_fmt=pix_fmt,
     )
 
 

@@ -58,29 +58,44 @@ class JobContext:
             own.append(self.settings.public_url)
         return own
 
-    def fetch_to_file(self, url: str, what: str, target: Path, max_bytes: int) -> None:
-        """Put the media at `url` into `target`: an own upload is copied from storage (no size
-        round trip through memory), anything else is read under the fetch rules."""
-        from wanforge.media.errors import MediaError
-        from wanforge.media.resolve import own_file_key
+    def fetch_to_file(
+        self,
+        url: str,
+        what: str,
+        target: Path,
+        max_bytes: int,
+        limit_setting: str = "WANFORGE_MAX_DOWNLOAD_BYTES",
+    ) -> None:
+        """Put the media at `url` into `target`, never holding it in memory: an own upload is
+        copied from storage, a data: URI decoded, anything else streamed to disk under the fetch
+        rules. Over `max_bytes` is refused with a message naming `limit_setting`."""
+        from wanforge.media.errors import MediaError, TooLarge
+        from wanforge.media.resolve import own_file_key, save_media
 
         partial = target.with_name(target.name + ".part")
         key = own_file_key(url, self.own_base_urls())
-        if key is not None:
-            try:
+        try:
+            if key is not None:
                 source = self.storage.path(key)
-            except MediaError as exc:
-                raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: {exc}") from exc
-            if not source.is_file():
-                raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: upload not found: {url}")
-            if source.stat().st_size > max_bytes:
-                raise TaskError(
-                    ErrorCode.MEDIA_ACCESS_FAILED,
-                    f"cannot read {what}: the upload is over the limit of {max_bytes} bytes",
+                if not source.is_file():
+                    raise MediaError(f"upload not found: {url}")
+                size = source.stat().st_size
+                if size > max_bytes:
+                    raise TooLarge("the upload", max_bytes, size, hint=f"{limit_setting} sets the limit")
+                shutil.copyfile(source, partial)
+            else:
+                save_media(
+                    url,
+                    partial,
+                    max_bytes=max_bytes,
+                    timeout_s=self.settings.fetch_timeout_s,
+                    allow_private=self.settings.allow_private_urls,
+                    label=f"{what} URL",
+                    limit_setting=limit_setting,
                 )
-            shutil.copyfile(source, partial)
-        else:
-            partial.write_bytes(self.read_media(url, what, max_bytes=max_bytes))
+        except MediaError as exc:
+            partial.unlink(missing_ok=True)
+            raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: {exc}") from exc
         partial.replace(target)
 
     def read_media(self, url: str, what: str, max_bytes: int | None = None) -> bytes:

@@ -12,7 +12,8 @@ from wanforge.catalog import LoraTrainerInput
 from wanforge.engine.loading import LoadedModel, ModelLoadError
 from wanforge.training.dataset import DatasetReport
 from wanforge.training.errors import TrainingDataError
-from wanforge.training.job import TrainRequest, lora_stem, train_from_zip
+from wanforge.training.job import lora_stem, train_from_zip
+from wanforge.training.run import TrainParams
 from wanforge.training.trainer import TrainingCancelled, TrainProgress
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
@@ -25,7 +26,13 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
     ctx.progress.report("fetching", 0, 1, force=True)
     zip_path = ctx.job_dir / "data.zip"
     if not zip_path.exists():  # a re-run after a crash already has it
-        ctx.fetch_to_file(inp.data, "data", zip_path, max_bytes=ctx.settings.max_upload_bytes)
+        ctx.fetch_to_file(
+            inp.data,
+            "data",
+            zip_path,
+            max_bytes=ctx.settings.max_training_data_bytes,
+            limit_setting="WANFORGE_MAX_TRAINING_DATA_BYTES",
+        )
 
     def on_dataset(report: DatasetReport) -> None:
         ctx.remember({"dataset": report.to_dict()})
@@ -47,7 +54,7 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
             loaded,
             zip_path,
             ctx.job_dir,
-            TrainRequest(
+            TrainParams(
                 trigger_word=inp.trigger_word,
                 steps=inp.steps,
                 learning_rate=inp.learning_rate,

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
-from collections.abc import AsyncIterable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from wanforge.media.atomic import AtomicFile, atomic_write
 from wanforge.media.errors import MediaError, MediaNotFound, TooLarge
 from wanforge.media.keys import make_key, validate_key
 
@@ -78,27 +77,13 @@ class LocalStorage:
 
     # -- writing ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def open_write(self, key: str) -> Iterator[BinaryIO]:
+    def open_write(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """Open ``key`` for writing; the file appears under its key only if the block succeeds.
 
         On an exception inside the block the temporary file is removed and the previous
         content of ``key`` (if any) is left untouched.
         """
-        pending = self._begin(key)
-        try:
-            yield pending.file
-            pending.commit()
-        except BaseException:
-            pending.abort()
-            raise
-
-    def _begin(self, key: str) -> _PendingWrite:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        return _PendingWrite(target, tmp, os.fdopen(fd, "wb"))
+        return atomic_write(self.path(key))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` atomically (replacing any previous content)."""
@@ -136,7 +121,7 @@ class LocalStorage:
         final fsync and rename, which can take a while for a large file, run in a thread.
         """
         total = 0
-        pending = self._begin(key)
+        pending = AtomicFile.begin(self.path(key))
         try:
             async for chunk in chunks:
                 total += len(chunk)
@@ -187,24 +172,3 @@ class LocalStorage:
             with contextlib.suppress(OSError):  # not empty, or already gone: both fine
                 target.parent.rmdir()
         return True
-
-
-@dataclass(slots=True)
-class _PendingWrite:
-    """A temporary file on its way to ``target``: commit() renames it there, abort() drops it."""
-
-    target: Path
-    tmp: Path
-    file: BinaryIO
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.target)
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()

@@ -9,44 +9,22 @@ the expert's random generator state, the step, and the parameters it was trained
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from wanforge.media.atomic import atomic_write
 from wanforge.training.timesteps import Expert
 
 CHECKPOINT_VERSION = 1
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    """`torch.save` to a temporary file next to `path`, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """`torch.save` to `path` atomically (see `wanforge.media.atomic`)."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 @dataclass

@@ -11,7 +11,6 @@ on load, and peft scales by `lora_alpha / rank` in training, so writing the raw 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 import wanforge
+from wanforge.media.atomic import atomic_write
 from wanforge.training.lora import BLOCK_TARGETS
 from wanforge.training.timesteps import Expert
 
@@ -95,15 +95,8 @@ def export_lora(
 ) -> Path:
     """Write the file atomically (temporary name, then rename) and return its path."""
     tensors = to_wan_state_dict(lora, info.alpha, dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=info.metadata())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata=info.metadata()))
     return path
 
 

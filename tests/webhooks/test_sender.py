@@ -9,8 +9,8 @@ from tests.webhooks.receiver import webhook_receiver
 from wanforge.config import Settings
 from wanforge.store import jobs
 from wanforge.store.db import Database
-from wanforge.store.webhooks import webhook_secret
 from wanforge.webhooks import signing
+from wanforge.webhooks.secret import webhook_secret
 from wanforge.webhooks.sender import WebhookSender
 
 

@@ -12,11 +12,12 @@ from pydantic import BaseModel
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, envelope
-from wanforge.api.wire import DeleteIn, ListIn, PredictionEnvelope, prediction_out
+from wanforge.api.wire import DeleteIn, ListIn
 from wanforge.catalog import MODELS, ModelSpec
+from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs
-from wanforge.store.webhooks import webhook_secret
 from wanforge.vocabulary import TERMINAL, ErrorCode
+from wanforge.webhooks.secret import webhook_secret
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
 

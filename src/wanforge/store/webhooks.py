@@ -7,35 +7,13 @@ lets the claim run out, and the delivery is tried again.
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
 from wanforge.store.db import Database, utcnow
-from wanforge.store.tables import Prediction, ServerSecret
+from wanforge.store.tables import Prediction
 from wanforge.vocabulary import TERMINAL, WebhookState
-
-SECRET_NAME = "webhook_secret"
-SECRET_PREFIX = "whsec_"
-
-
-def webhook_secret(db: Database) -> str:
-    """The server's signing secret (`whsec_...`), made on first use."""
-    with db.session() as s:
-        row = s.get(ServerSecret, SECRET_NAME)
-        if row is not None:
-            return row.value
-    candidate = SECRET_PREFIX + secrets.token_urlsafe(32)
-    try:
-        with db.session() as s:
-            s.add(ServerSecret(name=SECRET_NAME, value=candidate, created_at=utcnow()))
-    except Exception:  # another process made it first: use theirs
-        pass
-    with db.session() as s:
-        row = s.get(ServerSecret, SECRET_NAME)
-        assert row is not None
-        return row.value
 
 
 def claim_due(db: Database, *, claim_s: float, limit: int = 20) -> list[Prediction]:

@@ -12,14 +12,15 @@ import json
 import logging
 import time
 
-from wanforge.api.wire import prediction_out
 from wanforge.config import Settings
 from wanforge.media.errors import MediaError
 from wanforge.media.fetch import post_url
+from wanforge.predictions import prediction_out
 from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
-from wanforge.store.webhooks import claim_due, record_attempt, webhook_secret
+from wanforge.store.webhooks import claim_due, record_attempt
 from wanforge.webhooks import signing
+from wanforge.webhooks.secret import webhook_secret
 
 log = logging.getLogger("wanforge.webhooks")
 

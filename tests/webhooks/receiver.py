@@ -1,4 +1,4 @@
-"""A local HTTP server that records webhook POSTs (and can fail the first ones)."""
+"""A local HTTP server that records webhook POSTs (and can fail the first ones, or hang)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,22 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)  # answers to give, in order; then 200
     received: list[Received] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
+    hold: threading.Event | None = None  # when given: answer only once it is set
+    holding: threading.Event = field(default_factory=threading.Event)  # set while a POST waits on hold
 
 
 @contextmanager
-def webhook_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
-    receiver = Receiver(url="", statuses=list(statuses or []))
+def webhook_receiver(
+    statuses: list[int] | None = None, hold: threading.Event | None = None
+) -> Iterator[Receiver]:
+    receiver = Receiver(url="", statuses=list(statuses or []), hold=hold)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            if receiver.hold is not None:
+                receiver.holding.set()
+                receiver.hold.wait()
             receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
             status = receiver.statuses.pop(0) if receiver.statuses else 200
             self.send_response(status)
@@ -48,5 +55,7 @@ def webhook_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
     try:
         yield receiver
     finally:
+        if hold is not None:
+            hold.set()  # release a hanging handler so the server can close
         server.shutdown()
         server.server_close()

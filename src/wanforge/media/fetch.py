@@ -37,6 +37,7 @@ __all__ = ["FetchedMedia", "fetch_url", "post_url"]
 ALLOW_PRIVATE_SETTING = "WANFORGE_ALLOW_PRIVATE_URLS"
 MAX_BYTES_SETTING = "WANFORGE_MAX_DOWNLOAD_BYTES"
 TIMEOUT_SETTING = "WANFORGE_FETCH_TIMEOUT_S"
+WEBHOOK_TIMEOUT_SETTING = "WANFORGE_WEBHOOK_TIMEOUT_S"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_URL_CHARS = 8192
 MAX_CONNECT_ATTEMPTS = 4
@@ -60,6 +61,7 @@ class _Limits:
     timeout_s: float
     deadline: float
     allow_private: bool
+    timeout_setting: str = TIMEOUT_SETTING
 
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -69,7 +71,7 @@ class _Limits:
 
     def timed_out(self) -> MediaError:
         return MediaError(
-            f"{self.label} timed out after {self.timeout_s:g} s; {TIMEOUT_SETTING} sets the limit"
+            f"{self.label} timed out after {self.timeout_s:g} s; {self.timeout_setting} sets the limit"
         )
 
 
@@ -148,7 +150,9 @@ def post_url(
 ) -> int:
     """POST ``content`` to ``url`` under the same address rules as :func:`fetch_url` (no
     redirects are followed: a redirect is an answer like any other). Returns the HTTP status."""
-    limits = _Limits(label, 0, timeout_s, time.monotonic() + timeout_s, allow_private)
+    limits = _Limits(
+        label, 0, timeout_s, time.monotonic() + timeout_s, allow_private, WEBHOOK_TIMEOUT_SETTING
+    )
     target = _check_url(url, label, redirected=False)
     with httpx.Client(trust_env=False, follow_redirects=False) as client:
         response = _send_pinned(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
+
+import pytest
 
 from tests.webhooks.receiver import webhook_receiver
 from wanforge.config import Settings
@@ -80,15 +83,61 @@ def test_gives_up_after_max_attempts(settings: Settings, db: Database) -> None:
     assert len(receiver.received) == 2
 
 
-def test_private_address_refused_unless_allowed(settings: Settings, db: Database) -> None:
+def test_private_address_fails_at_once_unless_allowed(settings: Settings, db: Database) -> None:
     settings.allow_private_urls = False
-    settings.webhook_max_attempts = 1
+    settings.webhook_retry_base_s = 0.0
+    assert settings.webhook_max_attempts > 1
     with webhook_receiver() as receiver:
         pid = _finished(db, receiver.url)
-        WebhookSender(db, settings).send_due()
+        sender = WebhookSender(db, settings)
+        assert sender.send_due() == 1
+        assert sender.send_due() == 0  # a refusal by policy is permanent: not retried
     assert receiver.received == []
     row = jobs.get_prediction(db, pid)
-    assert row is not None and row.webhook_state == "failed" and "loopback" in row.webhook_error
+    assert row is not None and row.webhook_state == "failed" and row.webhook_attempts == 1
+    assert row.webhook_error == (
+        "webhook URL resolves to a loopback address 127.0.0.1; set WANFORGE_ALLOW_PRIVATE_URLS=1 to allow it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http:///hook", "webhook URL has no host name"),
+        ("ftp://example.com/hook", "webhook URL must be an http or https URL, not ftp:"),
+        ("example.com/hook", "webhook URL must be an http or https URL, and this one has no scheme"),
+        ("https://[zz]/hook", "webhook URL is not a valid URL: Invalid IPv6 address: '[zz]'"),
+        (
+            "http://10.0.0.1/hook",
+            "webhook URL resolves to a private address 10.0.0.1; "
+            "set WANFORGE_ALLOW_PRIVATE_URLS=1 to allow it",
+        ),
+    ],
+)
+def test_undeliverable_url_fails_at_once(settings: Settings, db: Database, url: str, error: str) -> None:
+    settings.allow_private_urls = False
+    settings.webhook_retry_base_s = 0.0
+    pid = _finished(db, url)
+    sender = WebhookSender(db, settings)
+    assert sender.send_due() == 1
+    assert sender.send_due() == 0
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and (row.webhook_state, row.webhook_attempts) == ("failed", 1)
+    assert row.webhook_error == error
+
+
+def test_connection_refused_is_retried(settings: Settings, db: Database) -> None:
+    settings.webhook_retry_base_s = 0.0
+    with socket.socket() as unused:  # a live host with nothing listening on this port
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    pid = _finished(db, f"http://127.0.0.1:{port}/hook")
+    sender = WebhookSender(db, settings)
+    assert sender.send_due() == 1
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and (row.webhook_state, row.webhook_attempts) == ("pending", 1)
+    assert row.webhook_error.startswith(f"webhook URL: cannot connect to 127.0.0.1 port {port}: ")
+    assert sender.send_due() == 1  # tried again
 
 
 def test_unfinished_and_hookless_predictions_are_not_sent(settings: Settings, db: Database) -> None:

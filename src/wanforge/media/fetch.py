@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import httpx
 
 from wanforge.media import addresses
-from wanforge.media.errors import MediaError, TooLarge
+from wanforge.media.errors import MediaError, Refused, TooLarge
 
-__all__ = ["FetchedMedia", "fetch_url", "post_url"]
+__all__ = ["FetchedMedia", "check_post_url", "fetch_url", "post_url"]
 
 ALLOW_PRIVATE_SETTING = "WANFORGE_ALLOW_PRIVATE_URLS"
 MAX_BYTES_SETTING = "WANFORGE_MAX_DOWNLOAD_BYTES"
@@ -139,6 +139,29 @@ def _check_url(url: str | httpx.URL, label: str, *, redirected: bool) -> httpx.U
     return url
 
 
+def check_post_url(url: str, *, allow_private: bool, label: str = "webhook URL") -> httpx.URL:
+    """``url`` parsed, or :class:`Refused` if no POST to it could ever be made: not a valid
+    URL, not http(s), no host, over :data:`MAX_URL_CHARS`, or a literal IP address the rules
+    refuse. (A host name is judged when it is resolved, at each POST.)"""
+    try:
+        target = _check_url(url, label, redirected=False)
+    except MediaError as exc:
+        raise Refused(exc.message) from exc
+    literal = addresses.literal_address(target.host)
+    if literal is not None and not allow_private:
+        reason = addresses.refusal_reason(literal)
+        if reason is not None:
+            raise _address_refused(label, literal, reason)
+    return target
+
+
+def _address_refused(where: str, ip: addresses.IPAddress, reason: str) -> Refused:
+    article = "an" if reason[0] in "aeiou" else "a"
+    return Refused(
+        f"{where} resolves to {article} {reason} address {ip}; set {ALLOW_PRIVATE_SETTING}=1 to allow it"
+    )
+
+
 def post_url(
     url: str,
     *,
@@ -149,11 +172,14 @@ def post_url(
     label: str = "webhook URL",
 ) -> int:
     """POST ``content`` to ``url`` under the same address rules as :func:`fetch_url` (no
-    redirects are followed: a redirect is an answer like any other). Returns the HTTP status."""
+    redirects are followed: a redirect is an answer like any other). Returns the HTTP status.
+
+    :class:`Refused` (a :class:`MediaError`) means trying again cannot help; any other
+    ``MediaError`` (DNS, connection, timeout) may pass."""
     limits = _Limits(
         label, 0, timeout_s, time.monotonic() + timeout_s, allow_private, WEBHOOK_TIMEOUT_SETTING
     )
-    target = _check_url(url, label, redirected=False)
+    target = check_post_url(url, allow_private=allow_private, label=label)
     with httpx.Client(trust_env=False, follow_redirects=False) as client:
         response = _send_pinned(
             client, target, limits, redirected=False, method="POST", content=content, extra_headers=headers
@@ -181,11 +207,7 @@ def _send_pinned(
             reason = addresses.refusal_reason(ip)
             if reason is not None:
                 where = f"{limits.label} (redirected to {host})" if redirected else limits.label
-                article = "an" if reason[0] in "aeiou" else "a"
-                raise MediaError(
-                    f"{where} resolves to {article} {reason} address {ip}; "
-                    f"set {ALLOW_PRIVATE_SETTING}=1 to allow it"
-                )
+                raise _address_refused(where, ip, reason)
     headers = {
         **(extra_headers or {}),
         "Host": url.netloc.decode("ascii"),

@@ -56,9 +56,17 @@ def claim_due(db: Database, *, claim_s: float, limit: int = 20) -> list[Predicti
 
 
 def record_attempt(
-    db: Database, prediction_id: str, *, ok: bool, error: str, max_attempts: int, retry_base_s: float
+    db: Database,
+    prediction_id: str,
+    *,
+    ok: bool,
+    error: str,
+    max_attempts: int,
+    retry_base_s: float,
+    permanent: bool = False,
 ) -> None:
-    """After one POST: delivered, or retried later with exponential back-off, or given up."""
+    """After one POST: delivered, or retried later with exponential back-off, or given up (at
+    once when the failure is `permanent`: trying again cannot help)."""
     with db.session() as s:
         row = s.get(Prediction, prediction_id)
         if row is None:
@@ -68,7 +76,7 @@ def record_attempt(
         if ok:
             row.webhook_state = WebhookState.DELIVERED
             row.webhook_next_at = None
-        elif row.webhook_attempts >= max_attempts:
+        elif permanent or row.webhook_attempts >= max_attempts:
             row.webhook_state = WebhookState.FAILED
             row.webhook_next_at = None
         else:

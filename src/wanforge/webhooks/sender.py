@@ -13,7 +13,7 @@ import logging
 import time
 
 from wanforge.config import Settings
-from wanforge.media.errors import MediaError
+from wanforge.media.errors import MediaError, Refused
 from wanforge.media.fetch import post_url
 from wanforge.predictions import prediction_out
 from wanforge.store.db import Database
@@ -37,7 +37,7 @@ class WebhookSender:
     def deliver(self, row: Prediction, secret: str) -> None:
         body = self.payload(row)
         headers = signing.headers(secret, row.id, int(time.time()), body)
-        ok, error = False, ""
+        ok, error, permanent = False, "", False
         try:
             status = post_url(
                 row.webhook_url or "",
@@ -48,7 +48,9 @@ class WebhookSender:
             )
             ok = 200 <= status < 300
             error = "" if ok else f"the webhook answered HTTP {status}"
-        except MediaError as exc:
+        except Refused as exc:  # an invalid URL or a refused address: it will not get better
+            error, permanent = str(exc), True
+        except MediaError as exc:  # DNS, connection, timeout: it may pass
             error = str(exc)
         record_attempt(
             self.db,
@@ -57,6 +59,7 @@ class WebhookSender:
             error=error,
             max_attempts=self.settings.webhook_max_attempts,
             retry_base_s=self.settings.webhook_retry_base_s,
+            permanent=permanent,
         )
         if not ok:
             log.warning("webhook for %s failed: %s", row.id, error)

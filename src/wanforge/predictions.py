@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from wanforge.store.tables import Prediction
-from wanforge.vocabulary import Status
+from wanforge.vocabulary import Status, WebhookState
 
 
 class Timings(BaseModel):
@@ -20,6 +20,12 @@ class Timings(BaseModel):
 
 class Urls(BaseModel):
     get: str
+
+
+class WebhookOut(BaseModel):
+    status: WebhookState = Field(description="pending | delivered | failed (given up)")
+    attempts: int = Field(description="POSTs made so far")
+    last_error: str = Field(default="", description="why the last POST failed; empty after a success")
 
 
 class PredictionOut(BaseModel):
@@ -43,6 +49,9 @@ class PredictionOut(BaseModel):
     completed_at: str | None = None
     result: dict[str, Any] = Field(default_factory=dict)
     logs: list[str] = Field(default_factory=list)
+    webhook: WebhookOut | None = Field(
+        default=None, description="delivery of the ?webhook= POST; null when none was asked for"
+    )
 
 
 class PredictionEnvelope(BaseModel):
@@ -82,4 +91,13 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
         completed_at=iso(row.completed_at),
         result={k: v for k, v in (row.result or {}).items() if k != "seed"},
         logs=list(row.logs or []) if with_logs else [],
+        webhook=_webhook_out(row),
+    )
+
+
+def _webhook_out(row: Prediction) -> WebhookOut | None:
+    if not row.webhook_url or row.webhook_state == WebhookState.NONE:
+        return None
+    return WebhookOut(
+        status=WebhookState(row.webhook_state), attempts=row.webhook_attempts, last_error=row.webhook_error
     )

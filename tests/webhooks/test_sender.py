@@ -10,6 +10,7 @@ import pytest
 
 from tests.webhooks.receiver import webhook_receiver
 from wanforge.config import Settings
+from wanforge.predictions import prediction_out
 from wanforge.store import jobs
 from wanforge.store.db import Database
 from wanforge.webhooks import signing
@@ -46,8 +47,14 @@ def test_delivers_a_signed_prediction(settings: Settings, db: Database) -> None:
     data = json.loads(got.body)
     assert data["id"] == pid and data["status"] == "completed" and data["seed"] == 4
     assert data["outputs"] == ["http://api.example/files/outputs/t/v.mp4"]
+    assert "webhook" not in data  # the delivery's own state is not part of what it delivers
     row = jobs.get_prediction(db, pid)
     assert row is not None and row.webhook_state == "delivered" and row.webhook_attempts == 1
+    assert prediction_out(row, "").model_dump()["webhook"] == {
+        "status": "delivered",
+        "attempts": 1,
+        "last_error": "",
+    }
 
 
 def test_retries_with_backoff_then_delivers(settings: Settings, db: Database) -> None:
@@ -81,6 +88,11 @@ def test_gives_up_after_max_attempts(settings: Settings, db: Database) -> None:
     row = jobs.get_prediction(db, pid)
     assert row is not None and row.webhook_state == "failed" and row.webhook_attempts == 2
     assert len(receiver.received) == 2
+    assert prediction_out(row, "").model_dump()["webhook"] == {
+        "status": "failed",
+        "attempts": 2,
+        "last_error": "the webhook answered HTTP 500",
+    }
 
 
 def test_private_address_fails_at_once_unless_allowed(settings: Settings, db: Database) -> None:

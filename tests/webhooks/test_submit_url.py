@@ -66,3 +66,15 @@ def test_deliverable_webhook_is_accepted(
     client = TestClient(create_app(settings, db))
     resp = client.post(I2V, params={"webhook": webhook}, headers=auth, json=GOOD)
     assert resp.status_code == 200, resp.text
+
+
+def test_prediction_shows_its_webhook_delivery(
+    settings: Settings, db: Database, auth: dict[str, str]
+) -> None:
+    client = TestClient(create_app(settings, db))
+    hooked = client.post(I2V, params={"webhook": "https://example.com/hook"}, headers=auth, json=GOOD).json()
+    assert hooked["data"]["webhook"] == {"status": "pending", "attempts": 0, "last_error": ""}
+    plain = client.post(I2V, headers=auth, json=GOOD).json()
+    assert plain["data"]["webhook"] is None
+    got = client.get(f"/api/v3/predictions/{hooked['data']['id']}/result", headers=auth).json()
+    assert got["data"]["webhook"] == {"status": "pending", "attempts": 0, "last_error": ""}

@@ -32,7 +32,9 @@ class WebhookSender:
 
     def payload(self, row: Prediction) -> bytes:
         base = row.server_base or self.settings.public_url or ""
-        return json.dumps(prediction_out(row, base).model_dump(), separators=(",", ":")).encode()
+        # the prediction as GET answers it, less the state of this very delivery
+        data = prediction_out(row, base).model_dump(exclude={"webhook"})
+        return json.dumps(data, separators=(",", ":")).encode()
 
     def deliver(self, row: Prediction, secret: str) -> None:
         body = self.payload(row)

@@ -1,4 +1,5 @@
-"""A local HTTP server that records webhook POSTs (and can fail the first ones, or hang)."""
+"""A local HTTP server that records webhook POSTs (and can fail the first ones, or hang), and
+finished predictions that owe it one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from wanforge.store import jobs
+from wanforge.store.db import Database
 
 
 @dataclass
@@ -50,7 +54,8 @@ def webhook_receiver(
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # a short poll interval: shutdown() waits up to one interval
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield receiver
@@ -59,3 +64,19 @@ def webhook_receiver(
             hold.set()  # release a hanging handler so the server can close
         server.shutdown()
         server.server_close()
+
+
+def finished(db: Database, url: str | None) -> str:
+    """A completed prediction whose webhook (if `url`) is due now."""
+    row = jobs.create_prediction(
+        db,
+        model="m",
+        kind="generate",
+        input={},
+        server_base="http://api.example",
+        max_attempts=3,
+        webhook_url=url,
+    )
+    assert jobs.claim_next(db, "w", 30, ("generate",)) is not None
+    assert jobs.complete(db, row.id, "w", outputs=["outputs/t/v.mp4"], result={"seed": 4}, inference_ms=12)
+    return row.id

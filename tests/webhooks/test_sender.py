@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.webhooks.receiver import webhook_receiver
+from tests.webhooks.receiver import finished, webhook_receiver
 from wanforge.config import Settings
 from wanforge.predictions import prediction_out
 from wanforge.store import jobs
@@ -18,24 +18,9 @@ from wanforge.webhooks.secret import webhook_secret
 from wanforge.webhooks.sender import WebhookSender
 
 
-def _finished(db: Database, url: str | None) -> str:
-    row = jobs.create_prediction(
-        db,
-        model="m",
-        kind="generate",
-        input={},
-        server_base="http://api.example",
-        max_attempts=3,
-        webhook_url=url,
-    )
-    assert jobs.claim_next(db, "w", 30, ("generate",)) is not None
-    assert jobs.complete(db, row.id, "w", outputs=["outputs/t/v.mp4"], result={"seed": 4}, inference_ms=12)
-    return row.id
-
-
 def test_delivers_a_signed_prediction(settings: Settings, db: Database) -> None:
     with webhook_receiver() as receiver:
-        pid = _finished(db, receiver.url)
+        pid = finished(db, receiver.url)
         sender = WebhookSender(db, settings)
         assert sender.send_due() == 1
         assert sender.send_due() == 0  # delivered once
@@ -60,7 +45,7 @@ def test_delivers_a_signed_prediction(settings: Settings, db: Database) -> None:
 def test_retries_with_backoff_then_delivers(settings: Settings, db: Database) -> None:
     settings.webhook_retry_base_s = 0.2
     with webhook_receiver(statuses=[500, 503]) as receiver:
-        pid = _finished(db, receiver.url)
+        pid = finished(db, receiver.url)
         sender = WebhookSender(db, settings)
         assert sender.send_due() == 1
         assert sender.send_due() == 0  # not due yet
@@ -80,7 +65,7 @@ def test_gives_up_after_max_attempts(settings: Settings, db: Database) -> None:
     settings.webhook_retry_base_s = 0.0
     settings.webhook_max_attempts = 2
     with webhook_receiver(statuses=[500, 500, 500]) as receiver:
-        pid = _finished(db, receiver.url)
+        pid = finished(db, receiver.url)
         sender = WebhookSender(db, settings)
         sender.send_due()
         sender.send_due()
@@ -100,7 +85,7 @@ def test_private_address_fails_at_once_unless_allowed(settings: Settings, db: Da
     settings.webhook_retry_base_s = 0.0
     assert settings.webhook_max_attempts > 1
     with webhook_receiver() as receiver:
-        pid = _finished(db, receiver.url)
+        pid = finished(db, receiver.url)
         sender = WebhookSender(db, settings)
         assert sender.send_due() == 1
         assert sender.send_due() == 0  # a refusal by policy is permanent: not retried
@@ -129,7 +114,7 @@ def test_private_address_fails_at_once_unless_allowed(settings: Settings, db: Da
 def test_undeliverable_url_fails_at_once(settings: Settings, db: Database, url: str, error: str) -> None:
     settings.allow_private_urls = False
     settings.webhook_retry_base_s = 0.0
-    pid = _finished(db, url)
+    pid = finished(db, url)
     sender = WebhookSender(db, settings)
     assert sender.send_due() == 1
     assert sender.send_due() == 0
@@ -143,7 +128,7 @@ def test_connection_refused_is_retried(settings: Settings, db: Database) -> None
     with socket.socket() as unused:  # a live host with nothing listening on this port
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    pid = _finished(db, f"http://127.0.0.1:{port}/hook")
+    pid = finished(db, f"http://127.0.0.1:{port}/hook")
     sender = WebhookSender(db, settings)
     assert sender.send_due() == 1
     row = jobs.get_prediction(db, pid)
@@ -154,7 +139,7 @@ def test_connection_refused_is_retried(settings: Settings, db: Database) -> None
 
 def test_unfinished_and_hookless_predictions_are_not_sent(settings: Settings, db: Database) -> None:
     with webhook_receiver() as receiver:
-        _finished(db, None)
+        finished(db, None)
         jobs.create_prediction(
             db, model="m", kind="generate", input={}, server_base="", max_attempts=3, webhook_url=receiver.url
         )

@@ -2,6 +2,10 @@
 
 State lives in the store (see `wanforge.store.webhooks`), so a restart loses no delivery and
 several API processes can share the work.
+
+POSTs run concurrently on a pool of `WANFORGE_WEBHOOK_CONCURRENCY` threads, and a delivery is
+claimed only when a thread is free for it: a receiver that hangs until its timeout holds one
+thread, never the others, and nothing claimed waits in a queue while its claim runs out.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from wanforge.config import Settings
 from wanforge.media.errors import MediaError, Refused
@@ -29,6 +35,10 @@ class WebhookSender:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        self.concurrency = settings.webhook_concurrency
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="webhook")
+        self._lock = threading.Lock()
+        self._in_flight = 0
 
     def payload(self, row: Prediction) -> bytes:
         base = row.server_base or self.settings.public_url or ""
@@ -37,6 +47,7 @@ class WebhookSender:
         return json.dumps(data, separators=(",", ":")).encode()
 
     def deliver(self, row: Prediction, secret: str) -> None:
+        """One POST of `row`'s prediction, and its outcome written to the store."""
         body = self.payload(row)
         headers = signing.headers(secret, row.id, int(time.time()), body)
         ok, error, permanent = False, "", False
@@ -66,19 +77,49 @@ class WebhookSender:
         if not ok:
             log.warning("webhook for %s failed: %s", row.id, error)
 
+    def start_due(self) -> list[Future[None]]:
+        """Claim as many due deliveries as there are free threads and start them; no waiting."""
+        with self._lock:
+            free = self.concurrency - self._in_flight
+        if free <= 0:
+            return []
+        rows = claim_due(self.db, claim_s=self.settings.webhook_timeout_s + 30, limit=free)
+        if not rows:
+            return []
+        secret = webhook_secret(self.db)
+        with self._lock:
+            self._in_flight += len(rows)
+        return [self._pool.submit(self._deliver_in_thread, row, secret) for row in rows]
+
     def send_due(self) -> int:
-        rows = claim_due(self.db, claim_s=self.settings.webhook_timeout_s + 30)
-        if rows:
-            secret = webhook_secret(self.db)
-            for row in rows:
-                self.deliver(row, secret)
-        return len(rows)
+        """Start what is due and wait until those deliveries end; how many there were."""
+        futures = self.start_due()
+        wait(futures)
+        return len(futures)
+
+    def _deliver_in_thread(self, row: Prediction, secret: str) -> None:
+        try:
+            self.deliver(row, secret)
+        except Exception:  # the store failed: the claim runs out and the delivery is tried again
+            log.exception("webhook for %s: could not record the attempt", row.id)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def close(self, *, wait: bool = False) -> None:
+        """Start nothing more; with `wait`, also wait for the POSTs in flight. Those end by
+        themselves within WANFORGE_WEBHOOK_TIMEOUT_S; one cut off by the process exiting is sent
+        again when its claim runs out."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
     async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.to_thread(self.send_due)
-            except Exception:
-                log.exception("webhook sender: store unavailable; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.to_thread(self.start_due)
+                except Exception:
+                    log.exception("webhook sender: store unavailable; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        finally:
+            self.close()

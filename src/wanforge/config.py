@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     webhook_max_attempts: int = 6
     webhook_retry_base_s: float = 5.0
+    webhook_concurrency: int = Field(default=8, ge=1, description="webhook POSTs in flight at once")
 
     # engine
     device: str | None = None

@@ -19,8 +19,9 @@ from fastapi.responses import FileResponse
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, envelope
-from wanforge.api.wire import UploadOut, UploadTicketIn, file_url
+from wanforge.api.wire import UploadOut, UploadTicketIn
 from wanforge.media.errors import MediaError, TooLarge
+from wanforge.predictions import file_url
 from wanforge.store import uploads
 from wanforge.vocabulary import ErrorCode
 

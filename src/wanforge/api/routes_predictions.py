@@ -12,11 +12,14 @@ from pydantic import BaseModel
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, envelope
-from wanforge.api.wire import DeleteIn, ListIn, PredictionEnvelope, prediction_out
+from wanforge.api.wire import DeleteIn, ListIn
 from wanforge.catalog import MODELS, ModelSpec
+from wanforge.media.errors import Refused
+from wanforge.media.fetch import check_post_url
+from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs
-from wanforge.store.webhooks import webhook_secret
 from wanforge.vocabulary import TERMINAL, ErrorCode
+from wanforge.webhooks.secret import webhook_secret
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
 
@@ -53,10 +56,11 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
         assert isinstance(body, BaseModel)
         model_input: BaseModel = body
         sync = bool(getattr(body, "enable_sync_mode", False))
-        if webhook is not None and not webhook.strip().lower().startswith(("http://", "https://")):
-            raise ApiError(
-                400, "invalid parameter webhook: must be an http(s) URL", ErrorCode.INVALID_PARAMETER
-            )
+        if webhook is not None:
+            try:
+                check_post_url(webhook, allow_private=state.settings.allow_private_urls)
+            except Refused as exc:
+                raise ApiError(400, f"invalid parameter webhook: {exc}", ErrorCode.INVALID_PARAMETER) from exc
         row = await asyncio.to_thread(
             jobs.create_prediction,
             state.db,

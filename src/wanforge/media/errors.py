@@ -13,7 +13,7 @@ class.
 
 from __future__ import annotations
 
-__all__ = ["MediaError", "MediaNotFound", "TooLarge", "describe_size"]
+__all__ = ["MediaError", "MediaNotFound", "Refused", "TooLarge", "describe_size"]
 
 
 class MediaError(Exception):
@@ -38,6 +38,11 @@ class TooLarge(MediaError):
         super().__init__(f"{message}; {hint}" if hint else message)
         self.limit = limit
         self.size = size
+
+
+class Refused(MediaError):
+    """The URL can never be used: it is invalid, or the address rules refuse it. Unlike a timeout,
+    a refused connection or a 5xx, trying again cannot help."""
 
 
 class MediaNotFound(MediaError):

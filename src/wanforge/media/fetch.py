@@ -35,13 +35,14 @@ from pathlib import Path
 import httpx
 
 from wanforge.media import addresses
-from wanforge.media.errors import MediaError, TooLarge
+from wanforge.media.errors import MediaError, Refused, TooLarge
 
-__all__ = ["FetchedFile", "FetchedMedia", "fetch_to_file", "fetch_url", "post_url"]
+__all__ = ["FetchedFile", "FetchedMedia", "check_post_url", "fetch_to_file", "fetch_url", "post_url"]
 
 ALLOW_PRIVATE_SETTING = "WANFORGE_ALLOW_PRIVATE_URLS"
 MAX_BYTES_SETTING = "WANFORGE_MAX_DOWNLOAD_BYTES"
 TIMEOUT_SETTING = "WANFORGE_FETCH_TIMEOUT_S"
+WEBHOOK_TIMEOUT_SETTING = "WANFORGE_WEBHOOK_TIMEOUT_S"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_URL_CHARS = 8192
 MAX_CONNECT_ATTEMPTS = 4
@@ -75,6 +76,7 @@ class _Limits:
     deadline: float
     allow_private: bool
     limit_setting: str = MAX_BYTES_SETTING
+    timeout_setting: str = TIMEOUT_SETTING
 
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -84,7 +86,7 @@ class _Limits:
 
     def timed_out(self) -> MediaError:
         return MediaError(
-            f"{self.label} timed out after {self.timeout_s:g} s; {TIMEOUT_SETTING} sets the limit"
+            f"{self.label} timed out after {self.timeout_s:g} s; {self.timeout_setting} sets the limit"
         )
 
 
@@ -201,6 +203,29 @@ def _check_url(url: str | httpx.URL, label: str, *, redirected: bool) -> httpx.U
     return url
 
 
+def check_post_url(url: str, *, allow_private: bool, label: str = "webhook URL") -> httpx.URL:
+    """``url`` parsed, or :class:`Refused` if no POST to it could ever be made: not a valid
+    URL, not http(s), no host, over :data:`MAX_URL_CHARS`, or a literal IP address the rules
+    refuse. (A host name is judged when it is resolved, at each POST.)"""
+    try:
+        target = _check_url(url, label, redirected=False)
+    except MediaError as exc:
+        raise Refused(exc.message) from exc
+    literal = addresses.literal_address(target.host)
+    if literal is not None and not allow_private:
+        reason = addresses.refusal_reason(literal)
+        if reason is not None:
+            raise _address_refused(label, literal, reason)
+    return target
+
+
+def _address_refused(where: str, ip: addresses.IPAddress, reason: str) -> Refused:
+    article = "an" if reason[0] in "aeiou" else "a"
+    return Refused(
+        f"{where} resolves to {article} {reason} address {ip}; set {ALLOW_PRIVATE_SETTING}=1 to allow it"
+    )
+
+
 def post_url(
     url: str,
     *,
@@ -211,9 +236,19 @@ def post_url(
     label: str = "webhook URL",
 ) -> int:
     """POST ``content`` to ``url`` under the same address rules as :func:`fetch_url` (no
-    redirects are followed: a redirect is an answer like any other). Returns the HTTP status."""
-    limits = _Limits(label, 0, timeout_s, time.monotonic() + timeout_s, allow_private)
-    target = _check_url(url, label, redirected=False)
+    redirects are followed: a redirect is an answer like any other). Returns the HTTP status.
+
+    :class:`Refused` (a :class:`MediaError`) means trying again cannot help; any other
+    ``MediaError`` (DNS, connection, timeout) may pass."""
+    limits = _Limits(
+        label,
+        0,
+        timeout_s,
+        time.monotonic() + timeout_s,
+        allow_private,
+        timeout_setting=WEBHOOK_TIMEOUT_SETTING,
+    )
+    target = check_post_url(url, allow_private=allow_private, label=label)
     with httpx.Client(trust_env=False, follow_redirects=False) as client:
         response = _send_pinned(
             client, target, limits, redirected=False, method="POST", content=content, extra_headers=headers
@@ -241,11 +276,7 @@ def _send_pinned(
             reason = addresses.refusal_reason(ip)
             if reason is not None:
                 where = f"{limits.label} (redirected to {host})" if redirected else limits.label
-                article = "an" if reason[0] in "aeiou" else "a"
-                raise MediaError(
-                    f"{where} resolves to {article} {reason} address {ip}; "
-                    f"set {ALLOW_PRIVATE_SETTING}=1 to allow it"
-                )
+                raise _address_refused(where, ip, reason)
     headers = {
         **(extra_headers or {}),
         "Host": url.netloc.decode("ascii"),

@@ -7,35 +7,13 @@ lets the claim run out, and the delivery is tried again.
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
 from wanforge.store.db import Database, utcnow
-from wanforge.store.tables import Prediction, ServerSecret
+from wanforge.store.tables import Prediction
 from wanforge.vocabulary import TERMINAL, WebhookState
-
-SECRET_NAME = "webhook_secret"
-SECRET_PREFIX = "whsec_"
-
-
-def webhook_secret(db: Database) -> str:
-    """The server's signing secret (`whsec_...`), made on first use."""
-    with db.session() as s:
-        row = s.get(ServerSecret, SECRET_NAME)
-        if row is not None:
-            return row.value
-    candidate = SECRET_PREFIX + secrets.token_urlsafe(32)
-    try:
-        with db.session() as s:
-            s.add(ServerSecret(name=SECRET_NAME, value=candidate, created_at=utcnow()))
-    except Exception:  # another process made it first: use theirs
-        pass
-    with db.session() as s:
-        row = s.get(ServerSecret, SECRET_NAME)
-        assert row is not None
-        return row.value
 
 
 def claim_due(db: Database, *, claim_s: float, limit: int = 20) -> list[Prediction]:
@@ -78,9 +56,17 @@ def claim_due(db: Database, *, claim_s: float, limit: int = 20) -> list[Predicti
 
 
 def record_attempt(
-    db: Database, prediction_id: str, *, ok: bool, error: str, max_attempts: int, retry_base_s: float
+    db: Database,
+    prediction_id: str,
+    *,
+    ok: bool,
+    error: str,
+    max_attempts: int,
+    retry_base_s: float,
+    permanent: bool = False,
 ) -> None:
-    """After one POST: delivered, or retried later with exponential back-off, or given up."""
+    """After one POST: delivered, or retried later with exponential back-off, or given up (at
+    once when the failure is `permanent`: trying again cannot help)."""
     with db.session() as s:
         row = s.get(Prediction, prediction_id)
         if row is None:
@@ -90,7 +76,7 @@ def record_attempt(
         if ok:
             row.webhook_state = WebhookState.DELIVERED
             row.webhook_next_at = None
-        elif row.webhook_attempts >= max_attempts:
+        elif permanent or row.webhook_attempts >= max_attempts:
             row.webhook_state = WebhookState.FAILED
             row.webhook_next_at = None
         else:

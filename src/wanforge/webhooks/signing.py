@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from wanforge.store.webhooks import SECRET_PREFIX
-
 VERSION = "v3"
+SECRET_PREFIX = "whsec_"
 
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:

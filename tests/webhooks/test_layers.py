@@ -1,0 +1,64 @@
+"""Layers point down: webhooks sit below the API, signing below the store, the store below webhooks."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import wanforge
+
+SRC = Path(wanforge.__file__).parent
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports (absolute `import x` and `from x import y` forms)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _offending(files: list[Path], forbidden: str) -> dict[str, list[str]]:
+    hits = {
+        str(path.relative_to(SRC)): sorted(
+            name for name in _imports(path) if name == forbidden or name.startswith(forbidden + ".")
+        )
+        for path in files
+    }
+    return {path: names for path, names in hits.items() if names}
+
+
+@pytest.mark.parametrize(
+    ("files", "forbidden"),
+    [
+        (sorted((SRC / "webhooks").glob("*.py")), "wanforge.api"),
+        ([SRC / "webhooks" / "signing.py"], "wanforge.store"),
+        (sorted((SRC / "store").glob("*.py")), "wanforge.webhooks"),
+        (sorted((SRC / "store").glob("*.py")), "wanforge.api"),
+    ],
+    ids=["webhooks-not-api", "signing-not-store", "store-not-webhooks", "store-not-api"],
+)
+def test_layers_point_down(files: list[Path], forbidden: str) -> None:
+    assert files
+    assert _offending(files, forbidden) == {}
+
+
+def test_prediction_wire_form_is_not_in_the_api() -> None:
+    from wanforge.api import wire
+
+    for name in (
+        "PredictionOut",
+        "PredictionEnvelope",
+        "Timings",
+        "Urls",
+        "prediction_out",
+        "iso",
+        "file_url",
+    ):
+        assert not hasattr(wire, name), name

@@ -93,7 +93,7 @@ def run_plain(args: argparse.Namespace, clips: list[Clip]) -> dict[str, Any]:
     from wanforge.engine.demo import build_demo_components
     from wanforge.training.lora import BLOCK_TARGETS
 
-    pipe = WanImageToVideoPipeline(**build_demo_components().as_kwargs())
+    pipe: Any = WanImageToVideoPipeline(**build_demo_components().as_kwargs())
     rss_model = peak_rss_mib()
     z = pipe.vae.config.z_dim
     mean = torch.tensor(pipe.vae.config.latents_mean).view(1, z, 1, 1, 1)

@@ -7,6 +7,7 @@ import signal
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,7 +60,7 @@ def test_sdk_trains_two_loras_that_diffusers_loads(server: Server, dataset_zip: 
         meta["trigger_word"] == "p3r5on" and meta["expert"] == "high_noise" and int(meta["lora_rank"]) == 32
     )
 
-    pipe = WanImageToVideoPipeline(**build_demo_components().as_kwargs())
+    pipe: Any = WanImageToVideoPipeline(**build_demo_components().as_kwargs())  # type: ignore[no-untyped-call]
     pipe.load_lora_weights(str(high), adapter_name="high")
     pipe.load_lora_weights(str(low), adapter_name="low", load_into_transformer_2=True)
     assert "high" in pipe.transformer.peft_config and "low" in pipe.transformer_2.peft_config

@@ -24,7 +24,7 @@ def decode_mp4(data: bytes) -> Decoded:
     assert data[4:8] == b"ftyp", "not an MP4"
     # faststart: the moov atom comes before mdat
     assert data.find(b"moov") < data.find(b"mdat"), "moov is not before mdat (no faststart)"
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
         return Decoded(

@@ -6,7 +6,6 @@ import base64
 
 import pytest
 
-from wanforge.media import datauri
 from wanforge.media.datauri import is_data_uri, parse_data_uri
 from wanforge.media.errors import MediaError, TooLarge
 
@@ -71,7 +70,7 @@ def test_size_limit_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) 
     def no_decoding(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("decoded although the size was known to be too large")
 
-    monkeypatch.setattr(datauri.base64, "b64decode", no_decoding)
+    monkeypatch.setattr("wanforge.media.datauri.base64.b64decode", no_decoding)
     with pytest.raises(TooLarge, match=r"data URI is 1500 bytes \(1.5 KiB\), over the limit of 1000 bytes"):
         parse_data_uri(f"data:image/png;base64,{big}", max_bytes=1000)
     huge = "A" * 10_000_000  # refused on length alone, without even stripping whitespace

@@ -65,7 +65,7 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, list[str |
     seen_sni: list[str | None] = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)  # type: ignore[assignment]
+    context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
     server = _TLSServer(("127.0.0.1", 0), _Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,7 +95,7 @@ def test_new_key_refuses_a_bad_prefix() -> None:
 @pytest.mark.parametrize("key", BAD_KEYS)
 def test_every_operation_refuses_bad_keys(storage: LocalStorage, key: str, tmp_path: Path) -> None:
     (tmp_path / "secret").write_bytes(b"do not touch")
-    operations = [
+    operations: list[Callable[[], object]] = [
         lambda: storage.path(key),
         lambda: storage.put_bytes(key, b"x"),
         lambda: storage.read_bytes(key),

@@ -7,6 +7,7 @@ import time
 
 from wanforge.store import jobs
 from wanforge.store.db import Database
+from wanforge.vocabulary import ErrorCode
 
 
 def _new(db: Database, max_attempts: int = 3) -> str:
@@ -57,7 +58,7 @@ def test_expired_lease_is_reclaimed_and_old_owner_cannot_finish(db: Database) ->
     assert jobs.complete(db, pid, "B", outputs=["b.mp4"], result={"seed": 1}, inference_ms=5)
     row = jobs.get_prediction(db, pid)
     assert row is not None and row.status == "completed" and row.outputs == ["b.mp4"]
-    assert not jobs.fail(db, pid, "B", code=1403, error="late")
+    assert not jobs.fail(db, pid, "B", code=ErrorCode.TASK_FAILED, error="late")
 
 
 def test_attempts_are_bounded(db: Database) -> None:

@@ -158,7 +158,7 @@ def patch_zip_headers(path: Path, *, set_flags: int = 0, file_size: int | None =
     uncompressed ``file_size`` that is not the real one."""
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as zf:
-        pos = zf.start_dir  # type: ignore[attr-defined]
+        pos = zf.start_dir
         infos = zf.infolist()
     for info in infos:
         assert data[pos : pos + 4] == b"PK\x01\x02"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from wanforge.engine.demo import build_transformer
@@ -11,7 +13,8 @@ from wanforge.training.trainer import Batch, flow_matching_loss
 
 def test_lora_params_are_float32_on_a_bf16_model_and_learn() -> None:
     torch.manual_seed(0)
-    transformer = build_transformer().to(torch.bfloat16)
+    model: Any = build_transformer()
+    transformer = model.to(torch.bfloat16)
     add_lora(transformer, rank=4, alpha=4, generator=torch.Generator().manual_seed(0))
     params = lora_parameters(transformer)
     assert params and all(p.dtype == torch.float32 and p.requires_grad for p in params.values())

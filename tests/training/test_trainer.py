@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,7 @@ def test_resume_continues_from_the_last_checkpoint_and_matches_an_uninterrupted_
     class Killed(Exception):
         pass
 
-    def kill_at(expert: Expert, step: int, seen: list[TrainProgress]):
+    def kill_at(expert: Expert, step: int, seen: list[TrainProgress]) -> Callable[[TrainProgress], None]:
         def on_progress(p: TrainProgress) -> None:
             seen.append(p)
             if (p.expert, p.step) == (expert, step):

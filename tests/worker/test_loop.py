@@ -10,6 +10,7 @@ from wanforge.config import Settings
 from wanforge.store import jobs
 from wanforge.store.db import Database
 from wanforge.store.workers import host_label, live_workers, mark_process_gone
+from wanforge.vocabulary import ErrorCode, WorkerState
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
 from wanforge.worker.loop import WorkerLoop
 
@@ -50,7 +51,7 @@ def test_outcome_is_stored(settings: Settings, db: Database) -> None:
 
 def test_task_errors_keep_their_code(settings: Settings, db: Database) -> None:
     def bad_media(ctx: JobContext) -> TaskOutcome:
-        raise TaskError(1402, "cannot read image: nope")
+        raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, "cannot read image: nope")
 
     def crash(ctx: JobContext) -> TaskOutcome:
         raise ZeroDivisionError("boom")
@@ -133,7 +134,7 @@ def test_health_rows(settings: Settings, db: Database) -> None:
     loop.tasks = {}
     from wanforge.store.workers import report_state
 
-    report_state(db, loop.worker_id, "ready", model="demo")
+    report_state(db, loop.worker_id, WorkerState.READY, model="demo")
     assert [w.id for w in live_workers(db, 30)] == [loop.worker_id]
     mark_process_gone(db, host_label(), os.getpid(), "exited")
     assert live_workers(db, 30) == []

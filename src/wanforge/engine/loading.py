@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
@@ -134,7 +134,7 @@ def _check_request(device: torch.device, memory_mode: str | None) -> MemoryMode 
         raise ValueError(f"unknown memory_mode {memory_mode!r}; expected one of {list(MEMORY_MODES)}")
     if device.type != "cuda" and memory_mode != "gpu":
         raise ValueError(f"memory_mode {memory_mode!r} needs a CUDA device, got {device}")
-    return cast(MemoryMode, memory_mode)
+    return memory_mode
 
 
 def _auto_memory_mode(pipe: WanImageToVideoPipeline, device: torch.device) -> MemoryMode:
@@ -159,7 +159,7 @@ def _load_checkpoint(path: Path, dtype: torch.dtype) -> WanImageToVideoPipeline:
             pipe = WanImageToVideoPipeline.from_pretrained(path, vae=vae, torch_dtype=dtype)
         except Exception as exc:  # corrupt or mismatched weights surface as many error types
             raise ModelLoadError(f"failed to load {path}: {exc}") from exc
-    return cast(WanImageToVideoPipeline, pipe)
+    return pipe
 
 
 def load_pipeline(

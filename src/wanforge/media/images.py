@@ -35,6 +35,7 @@ from PIL import (
     JpegImagePlugin,
     PngImagePlugin,
     TiffImagePlugin,
+    UnidentifiedImageError,
     WebPImagePlugin,
 )
 
@@ -90,7 +91,7 @@ def decode_image(data: bytes, *, max_pixels: int, label: str = "the image") -> I
         raise
     except Image.DecompressionBombError as exc:
         raise MediaError(f"{label} has too many pixels to decode safely: {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         raise MediaError(f"{label} is not a readable image: {_NOT_ALLOWED}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         # Pillow reports corrupt and truncated files with any of these

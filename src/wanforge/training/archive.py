@@ -258,7 +258,7 @@ def extract_dataset_zip(zip_path: Path, dest_dir: Path, limits: ArchiveLimits) -
             if name in entries:
                 raise ArchiveError(f"the ZIP contains '{name}' twice")
             entries[name] = info
-        _check_overlaps(zip_path, infos, shown, data_end=zf.start_dir)  # type: ignore[attr-defined]
+        _check_overlaps(zip_path, infos, shown, data_end=zf.start_dir)
         return _extract(zf, entries, dest_dir, limits, archive_bytes)
 
 

@@ -4,7 +4,6 @@
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -19,13 +18,6 @@ from wanforge.store.webhooks import webhook_secret
 from wanforge.vocabulary import TERMINAL, ErrorCode
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
-
-
-def naive_utc(ts: datetime | None) -> datetime | None:
-    """The store keeps naive UTC; an aware time is converted, a naive one is taken as UTC."""
-    if ts is None or ts.tzinfo is None:
-        return ts
-    return ts.astimezone(UTC).replace(tzinfo=None)
 
 
 async def _wait_until_done(state: StateDep, prediction_id: str, timeout_s: float) -> bool:
@@ -132,8 +124,8 @@ def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlD
         page_size=body.page_size,
         model=body.model,
         status=body.status,
-        created_after=naive_utc(body.created_after),
-        created_before=naive_utc(body.created_before),
+        created_after=body.created_after,
+        created_before=body.created_before,
     )
     return envelope(
         {

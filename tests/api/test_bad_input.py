@@ -56,3 +56,23 @@ def test_list_status_filter_takes_every_status(client: TestClient, auth: dict[st
     for status in ("created", "processing", "completed", "failed", "cancelled"):
         resp = client.post(LIST, headers=auth, json={"status": status})
         assert resp.status_code == 200 and resp.json()["data"]["total"] == 0, resp.text
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_prompts_have_a_maximum(client: TestClient, auth: dict[str, str], field: str) -> None:
+    from wanforge.catalog import PROMPT_MAX_CHARS
+
+    assert PROMPT_MAX_CHARS == 4000
+    at_limit = client.post(I2V, headers=auth, json={**GOOD, field: "é" * PROMPT_MAX_CHARS})
+    assert at_limit.status_code == 200, at_limit.text
+    over = client.post(I2V, headers=auth, json={**GOOD, field: "x" * (PROMPT_MAX_CHARS + 1)})
+    _err(over, 400, 1401, f"invalid parameter {field}", "4000 characters")
+    huge = client.post(I2V, headers=auth, json={**GOOD, field: "x" * 20_000_000})
+    _err(huge, 400, 1401, field)
+
+
+@pytest.mark.parametrize(("path", "field"), [(I2V, "image"), (TRAINER, "data")])
+def test_media_urls_have_a_maximum(client: TestClient, auth: dict[str, str], path: str, field: str) -> None:
+    body = {**GOOD} if path == I2V else {}
+    long_url = "https://example.com/" + "a" * 9000
+    _err(client.post(path, headers=auth, json={**body, field: long_url}), 400, 1401, field, "8192")

@@ -1,12 +1,11 @@
 """enable_sync_mode: waits on the status column only, and stops for a gone client or a shutdown.
 
-The submit route is driven as a raw ASGI call so the test decides exactly when the client
-disconnects; store reads are counted, so nothing here depends on timing.
+The submit route is driven as a raw ASGI call (tests/api/asgi.py) so the test decides exactly when
+the client disconnects; store reads are counted, so nothing here depends on timing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from collections import Counter
@@ -19,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from starlette.types import Message
 
+from tests.api import asgi
 from wanforge.api import routes_predictions
 from wanforge.api.app import create_app
 from wanforge.config import Settings
@@ -31,58 +31,12 @@ I2V = "/api/v3/alibaba/wan-2.2/i2v-plus-480p"
 BODY = {"image": "https://example.com/cat.png", "prompt": "a cat", "enable_sync_mode": True}
 
 
-async def _never() -> Message:
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
-
-
-async def _gone() -> Message:
-    return {"type": "http.disconnect"}
-
-
 def _submit(app: FastAPI, key: str, after_body: Callable[[], Awaitable[Message]]) -> tuple[int, Any]:
-    body = json.dumps(BODY).encode()
-    sent: list[Message] = []
-    delivered = False
-
-    async def receive() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await after_body()
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": I2V,
-        "raw_path": I2V.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {key}".encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-
-    async def call() -> None:
-        # a safety net against a hang, not a timing assertion: the counts below are the test
-        await asyncio.wait_for(app(scope, receive, send), timeout=60)
-
-    asyncio.run(call())
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return status, json.loads(payload)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    answer = asgi.call(
+        app, "POST", I2V, headers=headers, chunks=[json.dumps(BODY).encode()], after_body=after_body
+    )
+    return answer.status, answer.json()
 
 
 @pytest.fixture
@@ -114,7 +68,7 @@ def app(settings: Settings, db: Database) -> FastAPI:
 def test_waiter_stops_when_the_client_disconnects(
     app: FastAPI, db: Database, api_key: str, reads: Counter[str]
 ) -> None:
-    status, body = _submit(app, api_key, _gone)
+    status, body = _submit(app, api_key, asgi.gone)
     assert status == 200 and body["data"]["status"] == "created"
     # the client was gone before the first poll: no status read, and no full row read at all
     assert reads == Counter()
@@ -137,14 +91,14 @@ def test_waiter_reads_only_the_status_until_the_end(
         return counted(database, prediction_id)
 
     monkeypatch.setattr(jobs, "get_status", get_status)
-    status, body = _submit(app, api_key, _never)
+    status, body = _submit(app, api_key, asgi.never)
     assert status == 200 and body["code"] == 200 and body["data"]["status"] == "cancelled"
     assert reads == Counter(status=3, row=1)  # one full row: the answer
 
 
 def test_waiter_ends_at_shutdown(app: FastAPI, api_key: str, reads: Counter[str]) -> None:
     app.state.stopping.set()
-    status, body = _submit(app, api_key, _never)
+    status, body = _submit(app, api_key, asgi.never)
     assert status == 200 and body["code"] == 5004 and body["data"]["code"] == 5004
     assert "shutting down" in body["data"]["error"] and body["data"]["status"] == "created"
     assert reads == Counter(row=1)  # the answer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Message
@@ -21,6 +21,14 @@ async def never() -> Message:
 async def gone() -> Message:
     """A client that has disconnected."""
     return {"type": "http.disconnect"}
+
+
+@dataclass
+class Hold:
+    """Put among a request's chunks: the body stops there (`reached` is set) until `release`."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -40,18 +48,44 @@ def call(
     path: str,
     *,
     headers: dict[str, str],
-    chunks: Iterable[bytes] = (),
+    chunks: Iterable[bytes | Hold] = (),
     after_body: Callable[[], Awaitable[Message]] = gone,
 ) -> Answer:
     """One request whose body is `chunks` (sent as they are, like a chunked upload)."""
+
+    async def run() -> Answer:
+        # a safety net against a hang, not a timing assertion
+        return await asyncio.wait_for(
+            acall(app, method, path, headers=headers, chunks=chunks, after_body=after_body), timeout=60
+        )
+
+    return asyncio.run(run())
+
+
+async def acall(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    chunks: Iterable[bytes | Hold] = (),
+    after_body: Callable[[], Awaitable[Message]] = gone,
+) -> Answer:
+    """:func:`call` in a running loop."""
     pending = list(chunks) or [b""]
     pulled = 0
     sent: list[Message] = []
 
     async def receive() -> Message:
         nonlocal pulled
+        while pending and isinstance(pending[0], Hold):
+            hold = pending.pop(0)
+            assert isinstance(hold, Hold)
+            hold.reached.set()
+            await hold.release.wait()
         if pending:
             body = pending.pop(0)
+            assert isinstance(body, bytes)
             pulled += len(body)
             return {"type": "http.request", "body": body, "more_body": bool(pending)}
         return await after_body()
@@ -76,11 +110,7 @@ def call(
         "server": ("testserver", 80),
     }
 
-    async def run() -> None:
-        # a safety net against a hang, not a timing assertion
-        await asyncio.wait_for(app(scope, receive, send), timeout=60)
-
-    asyncio.run(run())
+    await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     return Answer(
         status=start["status"],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi.testclient import TestClient
 
+from tests.api import asgi
 from tests.samples import png_bytes
 
 
@@ -88,3 +91,37 @@ def test_health_without_worker(client: TestClient) -> None:
     resp = client.get("/health")
     assert resp.status_code == 200
     assert resp.json()["worker"] == "no_worker" and resp.json()["model"] == "demo"
+
+
+def test_ticket_is_claimed_by_one_put_at_a_time(client: TestClient, auth: dict[str, str]) -> None:
+    """A second PUT while the first one streams is refused before it writes a byte."""
+    t = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "a.bin", "size": 8}).json()[
+        "data"
+    ]
+    url = _path_of(t["upload"]["url"])
+
+    async def race() -> tuple[asgi.Answer, asgi.Answer]:
+        hold = asgi.Hold()
+        first = asyncio.create_task(
+            asgi.acall(client.app, "PUT", url, headers={}, chunks=[b"1234", hold, b"5678"])
+        )
+        await hold.reached.wait()  # the first PUT is streaming its body
+        second = await asgi.acall(client.app, "PUT", url, headers={}, chunks=[b"abcdefgh"])
+        hold.release.set()
+        return await first, second
+
+    first, second = asyncio.run(race())
+    assert first.status == 200 and first.json()["data"]["size"] == 8, first.body
+    assert second.status == 409 and second.json()["code"] == 409, second.body
+    assert "already" in second.json()["message"] and second.pulled == 0
+    assert client.get(_path_of(t["download_url"])).content == b"12345678"
+    assert client.put(url, content=b"abcdefgh").status_code == 404  # used up
+
+
+def test_failed_put_gives_the_ticket_back(client: TestClient, auth: dict[str, str]) -> None:
+    t = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "a.bin", "size": 4}).json()[
+        "data"
+    ]
+    url = _path_of(t["upload"]["url"])
+    assert client.put(url, content=b"123456").status_code == 413
+    assert client.put(url, content=b"1234").status_code == 200

@@ -17,11 +17,12 @@ from typing import Any
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
+from wanforge.api.deps import AppState, BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, envelope
 from wanforge.api.wire import UploadOut, UploadTicketIn, file_url
 from wanforge.media.errors import MediaError, TooLarge
 from wanforge.store import uploads
+from wanforge.store.tables import Upload
 from wanforge.vocabulary import ErrorCode
 
 router = APIRouter(tags=["media"])
@@ -115,6 +116,18 @@ async def put_upload(upload_id: str, token: str, request: Request, state: StateD
     row = await asyncio.to_thread(uploads.get_upload, state.db, upload_id)
     if row is None or not uploads.token_matches(row, token):
         raise ApiError(404, "upload ticket not found, already used, or wrong token")
+    if not await asyncio.to_thread(uploads.claim, state.db, upload_id, token):
+        raise ApiError(409, "upload ticket is already being used by another PUT")
+    try:
+        size = await _receive_ticketed(row, request, state)
+    except BaseException:
+        await asyncio.to_thread(uploads.release, state.db, row.id)
+        raise
+    await asyncio.to_thread(uploads.mark_complete, state.db, row.id, size)
+    return envelope({"id": row.id, "size": size})
+
+
+async def _receive_ticketed(row: Upload, request: Request, state: AppState) -> int:
     limit = state.settings.max_upload_bytes
     if row.declared_size is not None:
         limit = min(limit, row.declared_size)
@@ -131,8 +144,7 @@ async def put_upload(upload_id: str, token: str, request: Request, state: StateD
             f"upload is {size} bytes but the ticket declared {row.declared_size}; nothing was kept",
             ErrorCode.INVALID_PARAMETER,
         )
-    await asyncio.to_thread(uploads.mark_complete, state.db, row.id, size)
-    return envelope({"id": row.id, "size": size})
+    return size
 
 
 @router.get("/files/{key:path}", include_in_schema=True, tags=["files"])

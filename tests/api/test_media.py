@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api import asgi
@@ -125,3 +126,56 @@ def test_failed_put_gives_the_ticket_back(client: TestClient, auth: dict[str, st
     url = _path_of(t["upload"]["url"])
     assert client.put(url, content=b"123456").status_code == 413
     assert client.put(url, content=b"1234").status_code == 200
+
+
+def _upload(client: TestClient, auth: dict[str, str], name: str, claimed: str, data: bytes) -> str:
+    resp = client.post("/api/v3/media/upload/binary", headers=auth, files={"file": (name, data, claimed)})
+    assert resp.status_code == 200, resp.text
+    return _path_of(resp.json()["data"]["download_url"])
+
+
+@pytest.mark.parametrize(
+    ("name", "claimed", "served", "disposition"),
+    [
+        ("cat.png", "image/png", "image/png", "inline"),
+        ("clip.mp4", "video/mp4", "video/mp4", "inline"),
+        ("data.zip", "application/zip", "application/zip", "attachment"),
+        ("lora.safetensors", "application/octet-stream", "application/octet-stream", "attachment"),
+        ("notes.txt", "text/plain", "text/plain; charset=utf-8", "attachment"),
+        ("page.html", "text/html", "application/octet-stream", "attachment"),
+        ("page.htm", "image/png", "application/octet-stream", "attachment"),
+        ("logo.svg", "image/svg+xml", "application/octet-stream", "attachment"),
+        ("feed.xml", "text/xml", "application/octet-stream", "attachment"),
+        ("app.js", "text/javascript", "application/octet-stream", "attachment"),
+    ],
+)
+def test_files_are_served_safely(
+    client: TestClient, auth: dict[str, str], name: str, claimed: str, served: str, disposition: str
+) -> None:
+    url = _upload(client, auth, name, claimed, b"<html><script>alert(1)</script></html>")
+    got = client.get(url)
+    assert got.status_code == 200
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["content-type"] == served
+    assert got.headers["content-disposition"] == f'{disposition}; filename="{name}"'
+
+
+@pytest.mark.parametrize("spec", ["bytes=20-30", "bytes=5-2", "bytes=abc", "items=0-1", "bytes", "bytes=-0"])
+def test_bad_range_is_416_in_the_envelope(client: TestClient, auth: dict[str, str], spec: str) -> None:
+    url = _upload(client, auth, "a.bin", "application/octet-stream", b"0123456789")
+    got = client.get(url, headers={"Range": spec})
+    assert got.status_code == 416, (got.status_code, got.text)
+    assert got.headers["content-range"] == "bytes */10"
+    assert got.json() == {
+        "code": 416,
+        "message": "Range header not satisfiable: the file has 10 bytes",
+        "data": None,
+    }
+
+
+def test_good_range_is_206(client: TestClient, auth: dict[str, str]) -> None:
+    url = _upload(client, auth, "a.bin", "application/octet-stream", b"0123456789")
+    got = client.get(url, headers={"Range": "bytes=2-4"})
+    assert got.status_code == 206 and got.content == b"234"
+    assert got.headers["content-range"] == "bytes 2-4/10"
+    assert got.headers["x-content-type-options"] == "nosniff"

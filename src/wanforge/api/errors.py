@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,19 +14,26 @@ from wanforge.vocabulary import ErrorCode
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code if code is not None else status
         self.message = message
+        self.headers = headers
 
 
 def envelope(data: Any, *, code: int = 200, message: str = "success") -> dict[str, Any]:
     return {"code": code, "message": message, "data": data}
 
 
-def error_response(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content=envelope(None, code=code, message=message))
+def error_response(
+    status: int, code: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content=envelope(None, code=code, message=message), headers=headers
+    )
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -57,7 +65,7 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -94,7 +94,8 @@ class LoraTrainerInput(ModelInput):
     data: str = Field(
         min_length=1,
         description="URL of a ZIP file containing videos, and optionally text files with captions that "
-        "have the same name as the video they describe.",
+        "have the same name as the video they describe: an http(s) URL (at most "
+        f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
     )
     trigger_word: str = Field(
         default="p3r5on",

@@ -76,3 +76,47 @@ def test_media_urls_have_a_maximum(client: TestClient, auth: dict[str, str], pat
     body = {**GOOD} if path == I2V else {}
     long_url = "https://example.com/" + "a" * 9000
     _err(client.post(path, headers=auth, json={**body, field: long_url}), 400, 1401, field, "8192")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"prompt": "\xff\xfe", "image": "https://e.com/a.png"}', "request body is not valid UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "request body is nested too deeply"),
+        (b'{"prompt": ' + b"[" * 5000 + b"]" * 5000 + b"}", "request body is nested too deeply"),
+        (b"{not json", "request body is not valid JSON"),
+    ],
+)
+@pytest.mark.parametrize("path", [I2V, LIST, "/api/v3/media/uploads"])
+def test_unreadable_body_names_the_body(
+    client: TestClient, auth: dict[str, str], raw: bytes, message: str, path: str
+) -> None:
+    resp = client.post(path, headers={**auth, "Content-Type": "application/json"}, content=raw)
+    _err(resp, 400, 1401, message)
+
+
+def test_405_carries_allow(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.put(I2V, headers=auth, json=GOOD)
+    _err(resp, 405, 405, "Method Not Allowed")
+    assert resp.headers["allow"] == "POST"
+    resp = client.get("/api/v3/media/upload/binary", headers=auth)
+    _err(resp, 405, 405)
+    assert resp.headers["allow"] == "POST"
+
+
+def test_openapi_documents_the_envelope_really_sent(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            assert "422" not in op["responses"], (path, method)
+            if path.startswith("/api/v3/") and method == "post":
+                error = op["responses"]["400"]["content"]["application/json"]["schema"]
+                assert error == {"$ref": "#/components/schemas/ErrorEnvelope"}, (path, method)
+    envelope = schema["components"]["schemas"]["ErrorEnvelope"]
+    assert set(envelope["properties"]) == {"code", "message", "data"}
+    image = schema["components"]["schemas"]["I2VPlus480pInput"]["properties"]["image"]
+    assert "http(s) URL" in image["description"] and "/files/" in image["description"]
+    assert "data: URI" in image["description"]
+    data = schema["components"]["schemas"]["LoraTrainerInput"]["properties"]["data"]
+    assert "http(s) URL" in data["description"] and "data: URI" in data["description"]

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from wanforge import __version__
 from wanforge.api import routes_health, routes_media, routes_predictions
 from wanforge.api.deps import AppState
-from wanforge.api.errors import install_handlers
+from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
@@ -67,8 +67,9 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(routes_health.router)
-    app.include_router(routes_media.router)
-    app.include_router(routes_predictions.router)  # last: it ends with the unknown-model catch-all
+    app.include_router(routes_media.router, responses=ERROR_RESPONSES)
+    # last: it ends with the unknown-model catch-all
+    app.include_router(routes_predictions.router, responses=ERROR_RESPONSES)
     return app
 
 

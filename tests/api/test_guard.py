@@ -90,3 +90,23 @@ def test_chunked_upload_under_the_limit_is_kept(small: TestClient, api_key: str)
         chunks=_multipart_chunks(8192, chunk=4096),
     )
     assert answer.status == 200 and answer.json()["data"]["size"] == 8192, answer.body
+
+
+def test_key_use_is_recorded_at_most_once_a_minute(client: TestClient, db: Database, api_key: str) -> None:
+    from datetime import datetime, timedelta
+
+    from wanforge.store.keys import hash_key, list_keys, verify_key
+
+    def last_used() -> datetime | None:
+        (row,) = [k for k in list_keys(db) if k.key_hash == hash_key(api_key)]
+        return row.last_used_at
+
+    assert last_used() is None
+    resp = client.get("/api/v3/webhook/secret", headers={"Authorization": f"Bearer {api_key}"})
+    assert resp.status_code == 200 and last_used() is not None
+    t0 = datetime(2030, 1, 1, 12, 0, 0)
+    assert verify_key(db, api_key, now=t0) is not None and last_used() == t0
+    assert verify_key(db, api_key, now=t0 + timedelta(seconds=59)) is not None
+    assert last_used() == t0  # throttled: no write within the minute
+    assert verify_key(db, api_key, now=t0 + timedelta(seconds=60)) is not None
+    assert last_used() == t0 + timedelta(seconds=60)

@@ -14,15 +14,25 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MEDIA_URL_HINT = "must be an http(s) URL, an upload URL of this server (/files/...) or a data: URI"
+# The umT5 encoder reads 512 tokens (about 2,000 characters of English); the rest is cut off
+# there. 4,000 characters leaves room for other scripts while a prompt stays cheap to store,
+# poll and tokenize (Alibaba's own Wan API takes 800).
+PROMPT_MAX_CHARS = 4000
+# URLs (not data: URIs, which the JSON body cap bounds) are stored with the job and re-read often.
+URL_MAX_CHARS = 8192
 
 
 def check_media_url(value: str) -> str:
     """A cheap shape check at submission; the worker does the real (safe) fetch."""
     v = value.strip()
     lowered = v.lower()
+    if lowered.startswith("data:"):
+        return v
+    if len(v) > URL_MAX_CHARS:
+        raise ValueError(f"a URL may have at most {URL_MAX_CHARS} characters")
     if lowered.startswith(("http://", "https://")) and len(v) > len("https://"):
         return v
-    if lowered.startswith("data:") or v.startswith("/files/"):
+    if v.startswith("/files/"):
         return v
     raise ValueError(MEDIA_URL_HINT)
 
@@ -47,12 +57,16 @@ class I2VInput(ModelInput):
     """Alibaba Wan 2.2 I2V Plus: one image and a prompt to a 5-second video."""
 
     image: str = Field(
-        description="The image for generating the output: an http(s) URL, an upload URL of this server, "
-        "or a data: URI.",
+        description="The image for generating the output: an http(s) URL (at most "
+        f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
         min_length=1,
     )
-    prompt: str = Field(description="The positive prompt for the generation.", min_length=1)
-    negative_prompt: str = Field(default="", description="The negative prompt for the generation.")
+    prompt: str = Field(
+        description="The positive prompt for the generation.", min_length=1, max_length=PROMPT_MAX_CHARS
+    )
+    negative_prompt: str = Field(
+        default="", description="The negative prompt for the generation.", max_length=PROMPT_MAX_CHARS
+    )
     duration: Literal[5] = Field(default=5, description="The duration of the generated media in seconds.")
     enable_prompt_expansion: bool = Field(
         default=False, description="If set to true, the prompt optimizer will be enabled."
@@ -80,7 +94,8 @@ class LoraTrainerInput(ModelInput):
     data: str = Field(
         min_length=1,
         description="URL of a ZIP file containing videos, and optionally text files with captions that "
-        "have the same name as the video they describe.",
+        "have the same name as the video they describe: an http(s) URL (at most "
+        f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
     )
     trigger_word: str = Field(
         default="p3r5on",

@@ -60,9 +60,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="worker processes to run beside the API")] = 1,
 ) -> None:
     """Run the API and worker process(es) on the embedded default (SQLite + a local directory)."""
-    import uvicorn
-
-    from wanforge.api.app import create_app
+    from wanforge.api.app import create_app, run_server
     from wanforge.store.keys import create_key, ensure_key, has_active_key
     from wanforge.store.workers import host_label, mark_process_gone
     from wanforge.worker.supervisor import WorkerSupervisor
@@ -102,7 +100,7 @@ def serve(
         sup.start()
     typer.echo(f"wanforge serving model '{settings.model}' on http://{settings.host}:{settings.port}")
     try:
-        uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info")
+        run_server(app_, settings)
     finally:
         stop_workers()
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from fastapi.testclient import TestClient
 
+from tests.api import asgi
 from tests.samples import png_bytes
 
 
@@ -88,3 +92,90 @@ def test_health_without_worker(client: TestClient) -> None:
     resp = client.get("/health")
     assert resp.status_code == 200
     assert resp.json()["worker"] == "no_worker" and resp.json()["model"] == "demo"
+
+
+def test_ticket_is_claimed_by_one_put_at_a_time(client: TestClient, auth: dict[str, str]) -> None:
+    """A second PUT while the first one streams is refused before it writes a byte."""
+    t = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "a.bin", "size": 8}).json()[
+        "data"
+    ]
+    url = _path_of(t["upload"]["url"])
+
+    async def race() -> tuple[asgi.Answer, asgi.Answer]:
+        hold = asgi.Hold()
+        first = asyncio.create_task(
+            asgi.acall(client.app, "PUT", url, headers={}, chunks=[b"1234", hold, b"5678"])
+        )
+        await hold.reached.wait()  # the first PUT is streaming its body
+        second = await asgi.acall(client.app, "PUT", url, headers={}, chunks=[b"abcdefgh"])
+        hold.release.set()
+        return await first, second
+
+    first, second = asyncio.run(race())
+    assert first.status == 200 and first.json()["data"]["size"] == 8, first.body
+    assert second.status == 409 and second.json()["code"] == 409, second.body
+    assert "already" in second.json()["message"] and second.pulled == 0
+    assert client.get(_path_of(t["download_url"])).content == b"12345678"
+    assert client.put(url, content=b"abcdefgh").status_code == 404  # used up
+
+
+def test_failed_put_gives_the_ticket_back(client: TestClient, auth: dict[str, str]) -> None:
+    t = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "a.bin", "size": 4}).json()[
+        "data"
+    ]
+    url = _path_of(t["upload"]["url"])
+    assert client.put(url, content=b"123456").status_code == 413
+    assert client.put(url, content=b"1234").status_code == 200
+
+
+def _upload(client: TestClient, auth: dict[str, str], name: str, claimed: str, data: bytes) -> str:
+    resp = client.post("/api/v3/media/upload/binary", headers=auth, files={"file": (name, data, claimed)})
+    assert resp.status_code == 200, resp.text
+    return _path_of(resp.json()["data"]["download_url"])
+
+
+@pytest.mark.parametrize(
+    ("name", "claimed", "served", "disposition"),
+    [
+        ("cat.png", "image/png", "image/png", "inline"),
+        ("clip.mp4", "video/mp4", "video/mp4", "inline"),
+        ("data.zip", "application/zip", "application/zip", "attachment"),
+        ("lora.safetensors", "application/octet-stream", "application/octet-stream", "attachment"),
+        ("notes.txt", "text/plain", "text/plain; charset=utf-8", "attachment"),
+        ("page.html", "text/html", "application/octet-stream", "attachment"),
+        ("page.htm", "image/png", "application/octet-stream", "attachment"),
+        ("logo.svg", "image/svg+xml", "application/octet-stream", "attachment"),
+        ("feed.xml", "text/xml", "application/octet-stream", "attachment"),
+        ("app.js", "text/javascript", "application/octet-stream", "attachment"),
+    ],
+)
+def test_files_are_served_safely(
+    client: TestClient, auth: dict[str, str], name: str, claimed: str, served: str, disposition: str
+) -> None:
+    url = _upload(client, auth, name, claimed, b"<html><script>alert(1)</script></html>")
+    got = client.get(url)
+    assert got.status_code == 200
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["content-type"] == served
+    assert got.headers["content-disposition"] == f'{disposition}; filename="{name}"'
+
+
+@pytest.mark.parametrize("spec", ["bytes=20-30", "bytes=5-2", "bytes=abc", "items=0-1", "bytes", "bytes=-0"])
+def test_bad_range_is_416_in_the_envelope(client: TestClient, auth: dict[str, str], spec: str) -> None:
+    url = _upload(client, auth, "a.bin", "application/octet-stream", b"0123456789")
+    got = client.get(url, headers={"Range": spec})
+    assert got.status_code == 416, (got.status_code, got.text)
+    assert got.headers["content-range"] == "bytes */10"
+    assert got.json() == {
+        "code": 416,
+        "message": "Range header not satisfiable: the file has 10 bytes",
+        "data": None,
+    }
+
+
+def test_good_range_is_206(client: TestClient, auth: dict[str, str]) -> None:
+    url = _upload(client, auth, "a.bin", "application/octet-stream", b"0123456789")
+    got = client.get(url, headers={"Range": "bytes=2-4"})
+    assert got.status_code == 206 and got.content == b"234"
+    assert got.headers["content-range"] == "bytes 2-4/10"
+    assert got.headers["x-content-type-options"] == "nosniff"

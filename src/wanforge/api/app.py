@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from types import FrameType
 
+import uvicorn
 from fastapi import FastAPI
 
 from wanforge import __version__
 from wanforge.api import routes_health, routes_media, routes_predictions
 from wanforge.api.deps import AppState
-from wanforge.api.errors import install_handlers
+from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
@@ -25,13 +29,16 @@ def create_app(
     """Build the app; the database is expected to be migrated already (see `wanforge serve`).
 
     `on_shutdown` callbacks run when the server shuts down (e.g. stopping worker processes).
+    `app.state.stopping` is set when shutdown begins: requests that wait (sync mode) end then.
     """
+    stopping = threading.Event()  # set from a signal handler too (see `make_server`)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         sender = asyncio.create_task(WebhookSender(state.db, settings).run(stop))
         yield
+        stopping.set()
         stop.set()
         await sender
         for callback in on_shutdown:
@@ -49,6 +56,7 @@ def create_app(
         db=db or Database(settings.resolved_database_url()),
         storage=LocalStorage(settings.storage_dir),
     )
+    app.state.stopping = stopping
     install_handlers(app)
     state: AppState = app.state.wanforge
     app.add_middleware(
@@ -59,6 +67,32 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(routes_health.router)
-    app.include_router(routes_media.router)
-    app.include_router(routes_predictions.router)  # last: it ends with the unknown-model catch-all
+    app.include_router(routes_media.router, responses=ERROR_RESPONSES)
+    # last: it ends with the unknown-model catch-all
+    app.include_router(routes_predictions.router, responses=ERROR_RESPONSES)
     return app
+
+
+def make_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
+    """A uvicorn server for `app` that tells waiting requests at once when a signal stops it.
+
+    uvicorn runs the lifespan shutdown only after in-flight requests have finished, so a sync-mode
+    wait would hold SIGTERM for up to `WANFORGE_SYNC_MODE_TIMEOUT_S` without this.
+    """
+    stopping: threading.Event = app.state.stopping
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stopping.set()
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info"))
+
+
+def run_server(app: FastAPI, settings: Settings) -> None:
+    """Run `app` as `uvicorn.run` would (Ctrl-C ends quietly; exit 3 when it could not start)."""
+    server = make_server(app, settings)
+    with suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE

@@ -2,30 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wanforge.vocabulary import ErrorCode
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code if code is not None else status
         self.message = message
+        self.headers = headers
+
+
+class ErrorEnvelope(BaseModel):
+    """What every error answers (the WaveSpeed envelope with no data)."""
+
+    code: int = Field(description="the HTTP status, or a WaveSpeed code: 1400 missing, 1401 invalid")
+    message: str = Field(description="what went wrong, naming the parameter or the body")
+    data: None = None
+
+
+# OpenAPI: the envelope instead of FastAPI's 422 HTTPValidationError, which is never sent
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "Missing (1400) or invalid (1401) input"},
+    "4XX": {"model": ErrorEnvelope, "description": "Any other client error, in the same envelope"},
+}
 
 
 def envelope(data: Any, *, code: int = 200, message: str = "success") -> dict[str, Any]:
     return {"code": code, "message": message, "data": data}
 
 
-def error_response(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content=envelope(None, code=code, message=message))
+def error_response(
+    status: int, code: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content=envelope(None, code=code, message=message), headers=headers
+    )
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -54,10 +78,19 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
     return ErrorCode.INVALID_PARAMETER, f"invalid parameter {field}: {detail}"
 
 
+def _unreadable_body(exc: StarletteHTTPException) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "request body is not valid UTF-8: send the JSON encoded as UTF-8"
+    if isinstance(cause, RecursionError):
+        return "request body is nested too deeply to be read as JSON"
+    return f"request body could not be read: {exc.detail}"
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -66,7 +99,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, exc.status_code, str(exc.detail))
+        if exc.status_code == 400:  # FastAPI could not parse the body (not a JSONDecodeError)
+            return error_response(400, ErrorCode.INVALID_PARAMETER, _unreadable_body(exc), exc.headers)
+        return error_response(exc.status_code, exc.status_code, str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

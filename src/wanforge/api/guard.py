@@ -63,8 +63,8 @@ class ApiGuard:
                 await _answer(send, 401, 401, problem)
                 return
             scope.setdefault("state", {})["api_key"] = key
-            # ticket PUTs are capped by their route, against the size the ticket declared; binary
-            # uploads by Content-Length here and by their route while streaming to storage
+            # ticket PUTs are capped by their route as they stream, against the size the ticket
+            # declared; binary uploads here, by Content-Length and as they stream
             limit = self.max_upload_bytes + 1024 * 1024 if path == BINARY_UPLOAD else self.max_json_bytes
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
@@ -72,13 +72,57 @@ class ApiGuard:
                     send, 413, ErrorCode.INVALID_PARAMETER, f"request body is over the limit of {limit} bytes"
                 )
                 return
-            if path != BINARY_UPLOAD:  # JSON: read it here, capped (the route holds it in memory anyway)
-                try:
-                    receive = await _buffered(receive, limit)
-                except BodyTooLarge as exc:
-                    await _answer(send, 413, ErrorCode.INVALID_PARAMETER, str(exc))
-                    return
+            if path == BINARY_UPLOAD:  # streamed: counted as it arrives, refused past the limit
+                await _capped(self.app, scope, receive, send, limit)
+                return
+            try:  # JSON: read it here, capped (the route holds it in memory anyway)
+                receive = await _buffered(receive, limit)
+            except BodyTooLarge as exc:
+                await _answer(send, 413, ErrorCode.INVALID_PARAMETER, str(exc))
+                return
         await self.app(scope, receive, send)
+
+
+async def _capped(app: ASGIApp, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """Run `app` on a body of at most `limit` bytes, counted as it streams in.
+
+    The first chunk past the limit is not handed over: the 413 goes out at once and the app's
+    read fails, so a chunked body (no Content-Length) is never spooled past the limit. Whatever
+    the app answers after that (FastAPI turns a failed form read into a 400) is dropped.
+    Starlette's RequestBodyLimitMiddleware does the same, but answers in plain text.
+    """
+    size = 0
+    refused = started = False
+
+    async def counting_receive() -> Message:
+        nonlocal size, refused
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                if not started:
+                    refused = True
+                    await _answer(
+                        send,
+                        413,
+                        ErrorCode.INVALID_PARAMETER,
+                        f"request body is over the limit of {limit} bytes",
+                    )
+                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        return message
+
+    async def guarded_send(message: Message) -> None:
+        nonlocal started
+        if refused:
+            return
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, counting_receive, guarded_send)
+    except BodyTooLarge:
+        if not refused:
+            raise
 
 
 async def _buffered(receive: Receive, limit: int) -> Receive:

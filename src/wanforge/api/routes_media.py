@@ -16,13 +16,15 @@ from typing import Any
 
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
+from wanforge.api.deps import AppState, BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, envelope
 from wanforge.api.wire import UploadOut, UploadTicketIn
 from wanforge.media.errors import MediaError, TooLarge
 from wanforge.predictions import file_url
 from wanforge.store import uploads
+from wanforge.store.tables import Upload
 from wanforge.vocabulary import ErrorCode
 
 router = APIRouter(tags=["media"])
@@ -116,6 +118,18 @@ async def put_upload(upload_id: str, token: str, request: Request, state: StateD
     row = await asyncio.to_thread(uploads.get_upload, state.db, upload_id)
     if row is None or not uploads.token_matches(row, token):
         raise ApiError(404, "upload ticket not found, already used, or wrong token")
+    if not await asyncio.to_thread(uploads.claim, state.db, upload_id, token):
+        raise ApiError(409, "upload ticket is already being used by another PUT")
+    try:
+        size = await _receive_ticketed(row, request, state)
+    except BaseException:
+        await asyncio.to_thread(uploads.release, state.db, row.id)
+        raise
+    await asyncio.to_thread(uploads.mark_complete, state.db, row.id, size)
+    return envelope({"id": row.id, "size": size})
+
+
+async def _receive_ticketed(row: Upload, request: Request, state: AppState) -> int:
     limit = state.settings.max_upload_bytes
     if row.declared_size is not None:
         limit = min(limit, row.declared_size)
@@ -132,18 +146,61 @@ async def put_upload(upload_id: str, token: str, request: Request, state: StateD
             f"upload is {size} bytes but the ticket declared {row.declared_size}; nothing was kept",
             ErrorCode.INVALID_PARAMETER,
         )
-    await asyncio.to_thread(uploads.mark_complete, state.db, row.id, size)
-    return envelope({"id": row.id, "size": size})
+    return size
+
+
+# served inline: media a browser shows as such; anything else is a download, with no sniffing
+INLINE_TYPES = ("image/", "video/")
+# types a browser would run or render as a page: never served under their own type
+ACTIVE_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/javascript",
+        "application/javascript",
+        "text/css",
+    }
+)
+
+
+def served_type(filename: str) -> tuple[str, str]:
+    """(Content-Type, disposition type) for a stored file, from its name (never a claimed type)."""
+    guessed = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    if guessed in ACTIVE_TYPES:
+        return "application/octet-stream", "attachment"
+    return guessed, "inline" if guessed.startswith(INLINE_TYPES) else "attachment"
 
 
 @router.get("/files/{key:path}", include_in_schema=True, tags=["files"])
-def get_file(key: str, state: StateDep) -> FileResponse:
-    """An upload or an output. Keys are unguessable; whoever has the URL can read the file."""
+def get_file(key: str, request: Request, state: StateDep) -> FileResponse:
+    """An upload or an output. Keys are unguessable; whoever has the URL can read the file.
+
+    Images and videos are served inline, anything else as an attachment; HTML, SVG and scripts
+    as `application/octet-stream`; always with `X-Content-Type-Options: nosniff`."""
     try:
         path = state.storage.path(key)
     except MediaError as exc:
         raise ApiError(404, "file not found") from exc
     if not path.is_file():
         raise ApiError(404, "file not found")
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media_type, filename=path.name)
+    size = path.stat().st_size
+    if (spec := request.headers.get("range")) is not None:
+        try:  # Starlette's own parser, so the check agrees with what FileResponse then serves
+            FileResponse._parse_range_header(spec, size)
+        except (MalformedRangeHeader, RangeNotSatisfiable) as exc:
+            raise ApiError(
+                416,
+                f"Range header not satisfiable: the file has {size} bytes",
+                headers={"Content-Range": f"bytes */{size}"},
+            ) from exc
+    media_type, disposition = served_type(path.name)
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=path.name,
+        content_disposition_type=disposition,
+        headers={"X-Content-Type-Options": "nosniff"},
+    )

@@ -2,9 +2,10 @@
 
 # no `from __future__ import annotations`: FastAPI reads each submit route's body type at runtime
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -18,27 +19,40 @@ from wanforge.media.errors import Refused
 from wanforge.media.fetch import check_post_url
 from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs
+from wanforge.store.db import Database
 from wanforge.vocabulary import TERMINAL, ErrorCode
 from wanforge.webhooks.secret import webhook_secret
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
 
 
-def naive_utc(ts: datetime | None) -> datetime | None:
-    """The store keeps naive UTC; an aware time is converted, a naive one is taken as UTC."""
-    if ts is None or ts.tzinfo is None:
-        return ts
-    return ts.astimezone(UTC).replace(tzinfo=None)
+SYNC_POLL_S = 0.25  # how often a sync-mode request reads its prediction's status
 
 
-async def _wait_until_done(state: StateDep, prediction_id: str, timeout_s: float) -> bool:
+class SyncWait(StrEnum):
+    DONE = "done"
+    TIMED_OUT = "timed_out"
+    CLIENT_GONE = "client_gone"
+    SHUTTING_DOWN = "shutting_down"
+
+
+async def wait_until_done(request: Request, db: Database, prediction_id: str, timeout_s: float) -> SyncWait:
+    """Poll the status column (never the whole row, whose input may hold a data: image) until the
+    task ends, the client disconnects, the server begins to shut down, or `timeout_s` passes."""
+    stopping: threading.Event = request.app.state.stopping
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        row = await asyncio.to_thread(jobs.get_prediction, state.db, prediction_id)
-        if row is None or row.status in TERMINAL:
-            return True
-        await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-    return False
+    while True:
+        if stopping.is_set():
+            return SyncWait.SHUTTING_DOWN
+        if await request.is_disconnected():
+            return SyncWait.CLIENT_GONE
+        status = await asyncio.to_thread(jobs.get_status, db, prediction_id)
+        if status is None or status in TERMINAL:
+            return SyncWait.DONE
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return SyncWait.TIMED_OUT
+        await asyncio.sleep(min(SYNC_POLL_S, left))
 
 
 def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -46,6 +60,7 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
 
     async def submit(
         body: input_model,  # type: ignore[valid-type]
+        request: Request,
         state: StateDep,
         key: KeyDep,
         base: BaseUrlDep,
@@ -73,21 +88,25 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
             webhook_url=webhook.strip() if webhook else None,
         )
         if sync:
-            done = await _wait_until_done(state, row.id, state.settings.sync_mode_timeout_s)
+            timeout_s = state.settings.sync_mode_timeout_s
+            outcome = await wait_until_done(request, state.db, row.id, timeout_s)
+            if outcome is SyncWait.CLIENT_GONE:  # nobody reads the answer: read nothing more
+                return envelope(prediction_out(row, base).model_dump())
             latest = await asyncio.to_thread(jobs.get_prediction, state.db, row.id)
             data = prediction_out(latest or row, base)
-            if not done:
-                data.error = (
-                    f"Sync mode timed out after {state.settings.sync_mode_timeout_s:g}s; "
-                    f"the task is still running, query {data.urls.get}"
-                )
-                # the SDK recognises a sync-mode timeout by data.code == 5004
-                return envelope(
-                    {**data.model_dump(), "code": ErrorCode.TIMEOUT},
-                    code=ErrorCode.TIMEOUT,
-                    message="sync mode timed out",
-                )
-            return envelope(data.model_dump())
+            if outcome is SyncWait.DONE:
+                return envelope(data.model_dump())
+            data.error = (
+                f"Sync mode timed out after {timeout_s:g}s"
+                if outcome is SyncWait.TIMED_OUT
+                else "Sync mode ended: the server is shutting down"
+            ) + f"; the task is still running, query {data.urls.get}"
+            # the SDK recognises a sync-mode timeout by data.code == 5004
+            return envelope(
+                {**data.model_dump(), "code": ErrorCode.TIMEOUT},
+                code=ErrorCode.TIMEOUT,
+                message="sync mode timed out",
+            )
         return envelope(prediction_out(row, base).model_dump())
 
     submit.__name__ = "submit_" + spec.id.replace("/", "_").replace("-", "_").replace(".", "_")
@@ -136,8 +155,8 @@ def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlD
         page_size=body.page_size,
         model=body.model,
         status=body.status,
-        created_after=naive_utc(body.created_after),
-        created_before=naive_utc(body.created_before),
+        created_after=body.created_after,
+        created_before=body.created_before,
     )
     return envelope(
         {

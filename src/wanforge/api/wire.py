@@ -5,9 +5,12 @@ The prediction object lives in `wanforge.predictions`: the webhook sender sends 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from wanforge.vocabulary import Status
 
 
 class UploadOut(BaseModel):
@@ -21,17 +24,31 @@ class UploadOut(BaseModel):
 class UploadTicketIn(BaseModel):
     filename: str = Field(min_length=1, max_length=300)
     size: int | None = Field(default=None, ge=0)
-    content_type: str | None = None
+    content_type: str | None = Field(default=None, max_length=200)
+
+
+MAX_PAGE = 100_000  # with page_size <= 100: an offset of at most 10 million rows
 
 
 class ListIn(BaseModel):
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=MAX_PAGE)
     page_size: int = Field(default=20, ge=1, le=100)
-    model: str | None = None
-    status: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    model: str | None = Field(default=None, max_length=200)
+    status: Status | None = None
+    created_after: datetime | None = Field(default=None, description="naive times are taken as UTC")
+    created_before: datetime | None = Field(default=None, description="naive times are taken as UTC")
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _naive_utc(cls, ts: datetime | None) -> datetime | None:
+        """The store keeps naive UTC: an aware time is converted, a naive one is taken as UTC."""
+        if ts is None or ts.tzinfo is None:
+            return ts
+        try:
+            return ts.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError("out of range once converted to UTC") from None
 
 
 class DeleteIn(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=1000)

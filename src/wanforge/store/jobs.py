@@ -92,6 +92,12 @@ def get_prediction(db: Database, prediction_id: str) -> Prediction | None:
         return s.get(Prediction, prediction_id)
 
 
+def get_status(db: Database, prediction_id: str) -> str | None:
+    """The status column alone: cheap to poll (the row's input may hold a data: image)."""
+    with db.session() as s:
+        return s.scalar(select(Prediction.status).where(Prediction.id == prediction_id))
+
+
 def _claimable(now: datetime) -> Any:
     return or_(
         Prediction.status == Status.CREATED,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import ApiKey
 
 KEY_PREFIX = "wf_"
+# a key in use is written at most this often (every request checks a key: no write per request)
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 def hash_key(plaintext: str) -> str:
@@ -43,11 +46,22 @@ def ensure_key(db: Database, plaintext: str, name: str = "from WANFORGE_API_KEY"
     return existing if existing is not None else _insert(db, plaintext, name)
 
 
-def verify_key(db: Database, plaintext: str) -> ApiKey | None:
+def verify_key(db: Database, plaintext: str, *, now: datetime | None = None) -> ApiKey | None:
+    """The active key for `plaintext`; records its use, at most once per `LAST_USED_EVERY`."""
+    now = now or utcnow()
     with db.session() as s:
         row = s.scalars(
             select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext), ApiKey.revoked_at.is_(None))
         ).first()
+        if row is not None and (row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY):
+            s.execute(
+                update(ApiKey)
+                .where(
+                    ApiKey.id == row.id,
+                    or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_EVERY),
+                )
+                .values(last_used_at=now)
+            )
     return row
 
 

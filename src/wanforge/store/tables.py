@@ -74,7 +74,7 @@ class Upload(Base):
     content_type: Mapped[str] = mapped_column(String(200), default="application/octet-stream")
     declared_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | complete
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # uploads.UploadState
     put_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

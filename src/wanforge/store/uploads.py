@@ -1,12 +1,25 @@
-"""Upload records: a ticket (pending, with a PUT token) that becomes complete once bytes arrive."""
+"""Upload records: a ticket (pending, with a PUT token) that becomes complete once bytes arrive.
+
+A PUT claims its ticket (pending -> receiving) in one compare-and-set before it writes a byte, so
+of several concurrent PUTs with the same token exactly one is received.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from enum import StrEnum
+
+from sqlalchemy import update
 
 from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import Upload
+
+
+class UploadState(StrEnum):
+    PENDING = "pending"  # a ticket waiting for its PUT
+    RECEIVING = "receiving"  # one PUT holds it
+    COMPLETE = "complete"
 
 
 def _token_hash(token: str) -> str:
@@ -29,7 +42,7 @@ def create_upload(
         filename=filename,
         content_type=content_type,
         declared_size=declared_size,
-        status="pending",
+        status=UploadState.PENDING,
         put_token_hash=_token_hash(put_token) if put_token else None,
         created_at=utcnow(),
         api_key_id=api_key_id,
@@ -48,10 +61,35 @@ def token_matches(row: Upload, token: str) -> bool:
     return row.put_token_hash is not None and row.put_token_hash == _token_hash(token)
 
 
+def claim(db: Database, upload_id: str, token: str) -> bool:
+    """Take the ticket for one PUT: True for exactly one caller while it is pending."""
+    with db.session() as s:
+        result = s.execute(
+            update(Upload)
+            .where(
+                Upload.id == upload_id,
+                Upload.status == UploadState.PENDING,
+                Upload.put_token_hash == _token_hash(token),
+            )
+            .values(status=UploadState.RECEIVING)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release(db: Database, upload_id: str) -> None:
+    """Give a claimed ticket back (its PUT failed): the same URL may be PUT again."""
+    with db.session() as s:
+        s.execute(
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.status == UploadState.RECEIVING)
+            .values(status=UploadState.PENDING)
+        )
+
+
 def mark_complete(db: Database, upload_id: str, size: int) -> None:
     with db.session() as s:
         row = s.get(Upload, upload_id)
         if row is not None:
             row.size = size
-            row.status = "complete"
+            row.status = UploadState.COMPLETE
             row.put_token_hash = None

@@ -9,6 +9,7 @@ import time
 from wanforge.config import Settings
 from wanforge.store import jobs
 from wanforge.store.db import Database
+from wanforge.store.tables import Worker
 from wanforge.store.workers import host_label, live_workers, mark_process_gone
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
 from wanforge.worker.loop import WorkerLoop
@@ -176,3 +177,31 @@ def test_deleting_a_prediction_deletes_its_files(settings: Settings, db: Databas
     resp = client.post("/api/v3/predictions/delete", headers=auth, json={"ids": [pid]})
     assert resp.json()["data"]["deleted"] == [pid]
     assert client.get(f"/files/{key}").status_code == 404 and not loop.storage.exists(key)
+
+
+def test_a_loading_worker_keeps_reporting(settings: Settings, db: Database) -> None:
+    settings.worker_touch_s = 0.05
+    loop = WorkerLoop(settings, db)
+    seen: list[object] = []
+
+    def slow_load(_settings: Settings) -> dict[str, object]:
+        # a 14B load takes minutes: the worker row must keep moving meanwhile
+        first = _heartbeat(db, loop.worker_id)
+        deadline = time.monotonic() + 10
+        while _heartbeat(db, loop.worker_id) == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen.append(_heartbeat(db, loop.worker_id) > first)
+        return {}
+
+    loop.loader = slow_load  # type: ignore[assignment]
+    assert loop.load()
+    assert seen == [True]
+    with db.session() as s:
+        assert s.get(Worker, loop.worker_id).state == "ready"  # type: ignore[union-attr]
+
+
+def _heartbeat(db: Database, worker_id: str) -> object:
+    with db.session() as s:
+        row = s.get(Worker, worker_id)
+        assert row is not None
+        return row.heartbeat_at

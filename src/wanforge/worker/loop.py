@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from wanforge.config import Settings
@@ -26,7 +27,11 @@ from wanforge.worker.progress import ProgressReporter
 
 log = logging.getLogger("wanforge.worker")
 
-IDLE_TOUCH_S = 5.0
+
+def _build_tasks(settings: Settings) -> dict[str, Task]:
+    from wanforge.worker.tasks import build_tasks  # imports torch: only in the worker process
+
+    return build_tasks(settings)
 
 
 def new_worker_id() -> str:
@@ -36,8 +41,15 @@ def new_worker_id() -> str:
 class WorkerLoop:
     """Claim -> run -> complete/fail, until told to stop. One job at a time per worker."""
 
-    def __init__(self, settings: Settings, db: Database, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        worker_id: str | None = None,
+        loader: Callable[[Settings], dict[str, Task]] | None = None,
+    ) -> None:
         self.settings = settings
+        self.loader = loader or _build_tasks
         self.db = db
         self.storage = LocalStorage(settings.storage_dir)
         self.worker_id = worker_id or new_worker_id()
@@ -67,9 +79,8 @@ class WorkerLoop:
         """Load the model and register the tasks; report loading/ready/failed for /health."""
         report_state(self.db, self.worker_id, WorkerState.LOADING, model=self.settings.model)
         try:
-            from wanforge.worker.tasks import build_tasks
-
-            self.tasks = build_tasks(self.settings)
+            with self._alive_while_loading():
+                self.tasks = self.loader(self.settings)
         except Exception as exc:
             log.exception("worker %s: model failed to load", self.worker_id)
             report_state(
@@ -83,6 +94,27 @@ class WorkerLoop:
         report_state(self.db, self.worker_id, WorkerState.READY, model=self.settings.model)
         return True
 
+    @contextlib.contextmanager
+    def _alive_while_loading(self) -> Iterator[None]:
+        """Touch the worker row every `worker_touch_s` while the model loads (minutes for 14B),
+        so /health keeps saying `loading` instead of taking the worker for gone."""
+        done = threading.Event()
+
+        def _beat() -> None:
+            while not done.wait(self.settings.worker_touch_s):
+                try:
+                    touch(self.db, self.worker_id, None)
+                except Exception:  # a locked store: the next beat tries again
+                    log.warning("worker %s: heartbeat while loading failed", self.worker_id, exc_info=True)
+
+        thread = threading.Thread(target=_beat, name="load-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
+
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         ok = self.load()
         done = 0
@@ -90,7 +122,7 @@ class WorkerLoop:
         failures = 0
         while not self.shutdown.is_set():
             try:
-                if time.monotonic() - last_touch > IDLE_TOUCH_S:
+                if time.monotonic() - last_touch > self.settings.worker_touch_s:
                     touch(self.db, self.worker_id, None)
                     last_touch = time.monotonic()
                 row = (

@@ -205,3 +205,22 @@ def _heartbeat(db: Database, worker_id: str) -> object:
         row = s.get(Worker, worker_id)
         assert row is not None
         return row.heartbeat_at
+
+
+def test_a_cancel_during_encoding_ends_cancelled_without_outputs(settings: Settings, db: Database) -> None:
+    made: list[str] = []
+
+    def task(ctx: JobContext) -> TaskOutcome:
+        ctx.progress.report("encoding", 1, 1, force=True)
+        key = ctx.storage.new_key("outputs", "v.mp4")
+        ctx.storage.put_bytes(key, b"video")
+        made.append(key)
+        jobs.request_cancel(db, ctx.prediction.id)  # DELETE arrives after the last step: answered 200
+        return TaskOutcome(outputs=[key], result={})
+
+    pid = _submit(db)
+    loop = _loop(settings, db, task)
+    _run_one(loop, db)
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and (row.status, row.outputs) == ("cancelled", [])
+    assert not loop.storage.exists(made[0])

@@ -25,6 +25,7 @@ from wanforge.worker.lease import Lease, StopReason
 from wanforge.worker.progress import ProgressReporter
 from wanforge.worker.retry import TRANSIENT_STORE_ERRORS, StoreUnavailable, retry_store
 from wanforge.worker.scrub import is_storage_error, scrub_paths, storage_problem
+from wanforge.worker.sweep import sweep_stale_writes
 
 log = logging.getLogger("wanforge.worker")
 
@@ -118,7 +119,18 @@ class WorkerLoop:
             done.set()
             thread.join(timeout=5)
 
+    def sweep(self) -> None:
+        """Remove unfinished writes a killed worker left in storage (older than `stale_tmp_s`)."""
+        try:
+            removed = sweep_stale_writes(self.settings.storage_dir, self.settings.stale_tmp_s, time.time())
+        except OSError:
+            log.warning("worker %s: storage sweep failed", self.worker_id, exc_info=True)
+            return
+        if removed:
+            log.info("worker %s: removed %d unfinished write(s) from storage", self.worker_id, len(removed))
+
     def run_forever(self, *, max_jobs: int | None = None) -> None:
+        self.sweep()
         ok = self.load()
         done = 0
         last_touch = 0.0

@@ -43,6 +43,27 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     poll_interval_s: float = 0.5
     sync_mode_timeout_s: float = 600.0
+    worker_touch_s: float = Field(
+        default=5.0, description="how often an idle or loading worker reports that it is alive"
+    )
+    store_retry_s: float = Field(
+        default=300.0,
+        description="how long a worker keeps retrying a locked or unreachable store before it "
+        "gives its running job back to the queue (the attempt is not counted)",
+    )
+    storage_retries: int = Field(
+        default=3,
+        description="times a job is put back after a storage error (disk full, read-only, I/O "
+        "error) before it fails with 5003; these tries do not use up attempts",
+    )
+    storage_retry_s: float = Field(
+        default=30.0,
+        description="wait before a job put back after a storage error runs again (doubled each time)",
+    )
+    stale_tmp_s: float = Field(
+        default=3600.0,
+        description="a worker removes unfinished storage writes (hidden .tmp files) older than this at start",
+    )
 
     # webhooks
     webhook_timeout_s: float = 10.0
@@ -53,6 +74,12 @@ class Settings(BaseSettings):
     # engine
     device: str | None = None
     memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")
+
+    @property
+    def worker_stale_s(self) -> float:
+        """A worker silent this long counts as gone for /health. A loading or idle worker reports
+        every `worker_touch_s`, a busy one with each lease heartbeat (every `lease_s / 3`)."""
+        return 2 * max(self.lease_s, 3 * self.worker_touch_s)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

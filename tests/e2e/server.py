@@ -48,7 +48,8 @@ class Server:
         return str(resp.json()["data"]["download_url"])
 
     def health(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.base_url}/health", timeout=10).json())
+        """/health as a keyed caller sees it (with the workers' details)."""
+        return dict(httpx.get(f"{self.base_url}/health", headers=self.headers, timeout=10).json())
 
     def wait_up(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
+from datetime import timedelta
 
 from wanforge.store import jobs
-from wanforge.store.db import Database
+from wanforge.store.db import Database, utcnow
 from wanforge.vocabulary import ErrorCode
 
 
@@ -47,9 +47,10 @@ def test_concurrent_claims_never_share_a_job(db: Database) -> None:
 
 def test_expired_lease_is_reclaimed_and_old_owner_cannot_finish(db: Database) -> None:
     pid = _new(db)
-    assert jobs.claim_next(db, "A", 0.2, ("generate",)) is not None
-    time.sleep(0.3)
-    again = jobs.claim_next(db, "B", 30, ("generate",))
+    t0 = utcnow()
+    assert jobs.claim_next(db, "A", 10, ("generate",), now=t0) is not None
+    assert jobs.claim_next(db, "B", 30, ("generate",), now=t0 + timedelta(seconds=10)) is None
+    again = jobs.claim_next(db, "B", 30, ("generate",), now=t0 + timedelta(seconds=10.001))
     assert again is not None and again.id == pid and again.attempts == 2 and again.lease_owner == "B"
     # A woke up late: every write it attempts is refused
     assert not jobs.heartbeat(db, pid, "A", 30)
@@ -63,21 +64,22 @@ def test_expired_lease_is_reclaimed_and_old_owner_cannot_finish(db: Database) ->
 
 def test_attempts_are_bounded(db: Database) -> None:
     pid = _new(db, max_attempts=2)
-    for worker in ("A", "B"):
-        assert jobs.claim_next(db, worker, 0.05, ("generate",)) is not None
-        time.sleep(0.1)
-    assert jobs.claim_next(db, "C", 30, ("generate",)) is None
+    t0 = utcnow()
+    for i, worker in enumerate(("A", "B")):
+        assert jobs.claim_next(db, worker, 10, ("generate",), now=t0 + timedelta(seconds=11 * i)) is not None
+    assert jobs.claim_next(db, "C", 30, ("generate",), now=t0 + timedelta(seconds=22)) is None
     row = jobs.get_prediction(db, pid)
     assert row is not None and row.status == "failed" and row.error_code == 5000 and row.error
 
 
 def test_heartbeat_keeps_the_lease(db: Database) -> None:
     pid = _new(db)
-    assert jobs.claim_next(db, "A", 0.3, ("generate",)) is not None
-    for _ in range(4):
-        time.sleep(0.15)
-        assert jobs.heartbeat(db, pid, "A", 0.3)
-    assert jobs.claim_next(db, "B", 30, ("generate",)) is None
+    t0 = utcnow()
+    assert jobs.claim_next(db, "A", 10, ("generate",), now=t0) is not None
+    for i in range(1, 5):  # each beat at 5 s extends the lease to 10 s past it
+        assert jobs.heartbeat(db, pid, "A", 10, now=t0 + timedelta(seconds=5 * i))
+    assert jobs.claim_next(db, "B", 30, ("generate",), now=t0 + timedelta(seconds=29)) is None
+    assert jobs.claim_next(db, "B", 30, ("generate",), now=t0 + timedelta(seconds=30.001)) is not None
 
 
 def test_cancel_queued_and_running(db: Database) -> None:
@@ -103,10 +105,10 @@ def test_release_gives_the_attempt_back(db: Database) -> None:
 
 def test_cancelled_job_of_a_dead_worker_ends_cancelled(db: Database) -> None:
     pid = _new(db)
-    assert jobs.claim_next(db, "A", 0.1, ("generate",)) is not None
+    t0 = utcnow()
+    assert jobs.claim_next(db, "A", 10, ("generate",), now=t0) is not None
     jobs.request_cancel(db, pid)  # flagged; then worker A dies before it sees the flag
-    time.sleep(0.2)
-    assert jobs.claim_next(db, "B", 30, ("generate",)) is None
+    assert jobs.claim_next(db, "B", 30, ("generate",), now=t0 + timedelta(seconds=11)) is None
     row = jobs.get_prediction(db, pid)
     assert row is not None and row.status == "cancelled"
 

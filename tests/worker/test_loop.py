@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import datetime
 
 from wanforge.config import Settings
 from wanforge.store import jobs
 from wanforge.store.db import Database
+from wanforge.store.tables import Worker
 from wanforge.store.workers import host_label, live_workers, mark_process_gone
 from wanforge.vocabulary import ErrorCode, WorkerState
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
@@ -177,3 +179,50 @@ def test_deleting_a_prediction_deletes_its_files(settings: Settings, db: Databas
     resp = client.post("/api/v3/predictions/delete", headers=auth, json={"ids": [pid]})
     assert resp.json()["data"]["deleted"] == [pid]
     assert client.get(f"/files/{key}").status_code == 404 and not loop.storage.exists(key)
+
+
+def test_a_loading_worker_keeps_reporting(settings: Settings, db: Database) -> None:
+    settings.worker_touch_s = 0.05
+    loop = WorkerLoop(settings, db)
+    seen: list[object] = []
+
+    def slow_load(_settings: Settings) -> dict[str, object]:
+        # a 14B load takes minutes: the worker row must keep moving meanwhile
+        first = _heartbeat(db, loop.worker_id)
+        deadline = time.monotonic() + 10
+        while _heartbeat(db, loop.worker_id) == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen.append(_heartbeat(db, loop.worker_id) > first)
+        return {}
+
+    loop.loader = slow_load  # type: ignore[assignment]
+    assert loop.load()
+    assert seen == [True]
+    with db.session() as s:
+        assert s.get(Worker, loop.worker_id).state == "ready"  # type: ignore[union-attr]
+
+
+def _heartbeat(db: Database, worker_id: str) -> datetime:
+    with db.session() as s:
+        row = s.get(Worker, worker_id)
+        assert row is not None
+        return row.heartbeat_at
+
+
+def test_a_cancel_during_encoding_ends_cancelled_without_outputs(settings: Settings, db: Database) -> None:
+    made: list[str] = []
+
+    def task(ctx: JobContext) -> TaskOutcome:
+        ctx.progress.report("encoding", 1, 1, force=True)
+        key = ctx.storage.new_key("outputs", "v.mp4")
+        ctx.storage.put_bytes(key, b"video")
+        made.append(key)
+        jobs.request_cancel(db, ctx.prediction.id)  # DELETE arrives after the last step: answered 200
+        return TaskOutcome(outputs=[key], result={})
+
+    pid = _submit(db)
+    loop = _loop(settings, db, task)
+    _run_one(loop, db)
+    row = jobs.get_prediction(db, pid)
+    assert row is not None and (row.status, row.outputs) == ("cancelled", [])
+    assert not loop.storage.exists(made[0])

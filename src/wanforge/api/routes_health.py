@@ -1,40 +1,60 @@
-"""`GET /health`: always 200; says whether a worker is loading, ready or failed, and which model."""
+"""`GET /health`: always 200.
+
+Anyone may ask whether the service is ready (`status`, `worker`, `version`): load balancers
+probe without a key. The details (the model, each worker's id, pid, host, state and current job)
+are for a caller with a valid API key only.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from wanforge import __version__
 from wanforge.api.deps import StateDep
+from wanforge.api.guard import key_problem
+from wanforge.store.tables import Worker
 from wanforge.store.workers import live_workers
 from wanforge.vocabulary import WorkerState
 
 router = APIRouter(tags=["health"])
 
-STALE_AFTER_S = 30.0
+
+def overall_state(workers: list[Worker]) -> str:
+    """`ready` if any worker is, else `loading`, else `failed`, else `no_worker`."""
+    states = {w.state for w in workers}
+    if WorkerState.READY in states:
+        return "ready"
+    if WorkerState.LOADING in states or WorkerState.STARTING in states:
+        return "loading"
+    if WorkerState.FAILED in states:
+        return "failed"
+    return "no_worker"
 
 
 @router.get("/health")
-def health(state: StateDep) -> dict[str, Any]:
+def health(request: Request, state: StateDep) -> dict[str, Any]:
     try:
-        workers = live_workers(state.db, STALE_AFTER_S)
+        workers = live_workers(state.db, state.settings.worker_stale_s)
     except Exception as exc:  # the store is down: still answer, and say so
-        return {"status": "degraded", "store": f"unavailable: {type(exc).__name__}", "worker": "unknown"}
-    states = [w.state for w in workers]
-    if WorkerState.READY in states:
-        overall = "ready"
-    elif WorkerState.LOADING in states or WorkerState.STARTING in states:
-        overall = "loading"
-    elif WorkerState.FAILED in states:
-        overall = "failed"
-    else:
-        overall = "no_worker"
+        return {
+            "status": "degraded",
+            "version": __version__,
+            "worker": f"unknown: store {type(exc).__name__}",
+        }
+    public: dict[str, Any] = {"status": "ok", "version": __version__, "worker": overall_state(workers)}
+    header = request.headers.get("authorization")
+    if not header:
+        return public
+    try:
+        _problem, key = key_problem(header, state.db)
+    except Exception:  # the key check needs the store; the public answer does not
+        return public
+    if key is None:
+        return public
     return {
-        "status": "ok",
-        "version": __version__,
-        "worker": overall,
+        **public,
         "model": state.settings.model,
         "workers": [
             {
@@ -44,6 +64,7 @@ def health(state: StateDep) -> dict[str, Any]:
                 "detail": w.detail,
                 "current_job": w.current_job,
                 "pid": w.pid,
+                "heartbeat_at": w.heartbeat_at.isoformat() + "Z",
             }
             for w in workers
         ],

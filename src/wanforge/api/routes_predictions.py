@@ -170,14 +170,21 @@ def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlD
 
 @router.post("/predictions/delete")
 def delete_predictions(body: DeleteIn, state: StateDep, _key: KeyDep) -> dict[str, Any]:
-    """Delete finished predictions and their output files; running ones are cancelled."""
-    for prediction_id in body.ids:
-        jobs.request_cancel(state.db, prediction_id)
-    deleted = jobs.delete_predictions(state.db, body.ids)
+    """Delete finished (and queued) predictions with their output files; running ones are asked
+    to stop. Answers `{deleted, cancelling, not_found}`: each id in exactly one list."""
+    ids = list(dict.fromkeys(body.ids))
+    not_found = [i for i in ids if jobs.request_cancel(state.db, i) is None]
+    deleted = jobs.delete_predictions(state.db, ids)
     for keys in deleted.values():
         for key in keys:
             state.storage.delete(key)
-    return envelope({"deleted": list(deleted), "cancelled": [i for i in body.ids if i not in deleted]})
+    return envelope(
+        {
+            "deleted": [i for i in ids if i in deleted],
+            "cancelling": [i for i in ids if i not in deleted and i not in not_found],
+            "not_found": not_found,
+        }
+    )
 
 
 @router.delete("/predictions/{prediction_id}", response_model=PredictionEnvelope)

@@ -136,9 +136,13 @@ def _settle_abandoned(db: Database, now: datetime) -> None:
         )
 
 
-def claim_next(db: Database, worker_id: str, lease_s: float, kinds: tuple[str, ...]) -> Prediction | None:
-    """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds."""
-    now = utcnow()
+def claim_next(
+    db: Database, worker_id: str, lease_s: float, kinds: tuple[str, ...], now: datetime | None = None
+) -> Prediction | None:
+    """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds.
+
+    `now` (naive UTC) is injectable so lease expiry is tested without sleeping."""
+    now = now or utcnow()
     _settle_abandoned(db, now)
     for _ in range(5):
         with db.session() as s:
@@ -180,9 +184,12 @@ def _update_owned(db: Database, prediction_id: str, worker_id: str, **values: An
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def heartbeat(db: Database, prediction_id: str, worker_id: str, lease_s: float) -> bool:
+def heartbeat(
+    db: Database, prediction_id: str, worker_id: str, lease_s: float, now: datetime | None = None
+) -> bool:
     """Extend the lease; False when this worker no longer owns the job."""
-    return _update_owned(db, prediction_id, worker_id, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    expires = (now or utcnow()) + timedelta(seconds=lease_s)
+    return _update_owned(db, prediction_id, worker_id, lease_expires_at=expires)
 
 
 def set_progress(db: Database, prediction_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
@@ -205,12 +212,18 @@ def complete(
     result: dict[str, Any],
     inference_ms: int,
 ) -> bool:
-    return _update_owned(
-        db,
-        prediction_id,
-        worker_id,
-        **ended(Status.COMPLETED, outputs=outputs, result=json_safe(result), inference_ms=inference_ms),
-    )
+    """Record the outputs; False when the job is not this worker's any more or its cancellation
+    was asked for meanwhile (then the caller marks it cancelled and drops the outputs), so a
+    cancel answered 200 never ends with outputs."""
+    with db.session() as s:
+        done = s.execute(
+            update(Prediction)
+            .where(_owned(prediction_id, worker_id), Prediction.cancel_requested.is_(False))
+            .values(
+                ended(Status.COMPLETED, outputs=outputs, result=json_safe(result), inference_ms=inference_ms)
+            )
+        )
+        return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def fail(
@@ -233,11 +246,16 @@ def mark_cancelled(db: Database, prediction_id: str, worker_id: str) -> bool:
 
 
 def request_cancel(db: Database, prediction_id: str) -> Prediction | None:
-    """Cancel a job: at once if no worker holds it, else flag it for the worker to stop."""
+    """Cancel a job: at once if no worker holds it (queued, or put back to wait), else flag it
+    for the worker to stop."""
     with db.session() as s:
         s.execute(
             update(Prediction)
-            .where(Prediction.id == prediction_id, Prediction.status == Status.CREATED)
+            .where(
+                Prediction.id == prediction_id,
+                (Prediction.status == Status.CREATED)
+                | ((Prediction.status == Status.PROCESSING) & Prediction.lease_owner.is_(None)),
+            )
             .values(ended(Status.CANCELLED, error=CANCELLED_MESSAGE))
         )
         s.execute(
@@ -320,6 +338,42 @@ def release(db: Database, prediction_id: str, worker_id: str) -> bool:
         lease_expires_at=None,
         attempts=Prediction.attempts - 1,
     )
+
+
+PUT_BACK_COUNT = "storage_retries"  # result key: how often a job was put back after a storage error
+
+
+def put_back(
+    db: Database,
+    prediction_id: str,
+    worker_id: str,
+    *,
+    delay_s: float,
+    note: str,
+    now: datetime | None = None,
+) -> int | None:
+    """Give a job back after a transient problem, to run again in `delay_s` seconds.
+
+    The attempt is not counted: the job stays `processing` with no owner and a lease that runs
+    out in `delay_s` (so `claim_next` takes it then, counting the attempt again), and `note` goes
+    to its log. Returns how often the job has been put back, None when this worker does not own it.
+    """
+    row = get_prediction(db, prediction_id)
+    if row is None:
+        return None
+    count = int((row.result or {}).get(PUT_BACK_COUNT, 0)) + 1
+    now = now or utcnow()
+    put = _update_owned(
+        db,
+        prediction_id,
+        worker_id,
+        lease_owner=None,
+        lease_expires_at=now + timedelta(seconds=delay_s),
+        attempts=Prediction.attempts - 1,
+        result=json_safe({**(row.result or {}), PUT_BACK_COUNT: count}),
+        logs=[*row.logs, note][-500:],
+    )
+    return count if put else None
 
 
 def save_result(db: Database, prediction_id: str, worker_id: str, result: dict[str, Any]) -> bool:

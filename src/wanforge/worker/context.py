@@ -45,12 +45,21 @@ class JobContext:
     job_dir: Path
 
     def remember(self, facts: dict[str, Any]) -> None:
-        """Merge facts into the prediction's result now, before the work is done."""
+        """Merge facts into the prediction's result now, before the work is done.
+
+        Retried through a locked store for up to `store_retry_s`; then StoreUnavailable stops the
+        task and the job is given back (the attempt not counted)."""
         from wanforge.store import jobs
+        from wanforge.worker.retry import retry_store
 
         merged = {**(self.prediction.result or {}), **facts}
         self.prediction.result = merged
-        jobs.save_result(self.lease.db, self.prediction.id, self.lease.worker_id, merged)
+        retry_store(
+            lambda: jobs.save_result(self.lease.db, self.prediction.id, self.lease.worker_id, merged),
+            what=f"job {self.prediction.id}: saving its result",
+            stop=self.lease.shutdown,
+            within_s=self.settings.store_retry_s,
+        )
 
     def own_base_urls(self) -> list[str]:
         own = [self.prediction.server_base] if self.prediction.server_base else []

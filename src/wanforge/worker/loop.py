@@ -10,7 +10,7 @@ import shutil
 import signal
 import threading
 import time
-import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from wanforge.config import Settings
@@ -23,10 +23,19 @@ from wanforge.vocabulary import ErrorCode, WorkerState
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
 from wanforge.worker.lease import Lease, StopReason
 from wanforge.worker.progress import ProgressReporter
+from wanforge.worker.retry import TRANSIENT_STORE_ERRORS, StoreUnavailable, retry_store
+from wanforge.worker.scrub import is_storage_error, scrub_paths, storage_problem
+from wanforge.worker.sweep import sweep_stale_writes
 
 log = logging.getLogger("wanforge.worker")
 
-IDLE_TOUCH_S = 5.0
+GIVE_BACK_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, *TRANSIENT_STORE_ERRORS)
+
+
+def _build_tasks(settings: Settings) -> dict[str, Task]:
+    from wanforge.worker.tasks import build_tasks  # imports torch: only in the worker process
+
+    return build_tasks(settings)
 
 
 def new_worker_id() -> str:
@@ -36,8 +45,15 @@ def new_worker_id() -> str:
 class WorkerLoop:
     """Claim -> run -> complete/fail, until told to stop. One job at a time per worker."""
 
-    def __init__(self, settings: Settings, db: Database, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        worker_id: str | None = None,
+        loader: Callable[[Settings], dict[str, Task]] | None = None,
+    ) -> None:
         self.settings = settings
+        self.loader = loader or _build_tasks
         self.db = db
         self.storage = LocalStorage(settings.storage_dir)
         self.worker_id = worker_id or new_worker_id()
@@ -67,9 +83,8 @@ class WorkerLoop:
         """Load the model and register the tasks; report loading/ready/failed for /health."""
         report_state(self.db, self.worker_id, WorkerState.LOADING, model=self.settings.model)
         try:
-            from wanforge.worker.tasks import build_tasks
-
-            self.tasks = build_tasks(self.settings)
+            with self._alive_while_loading():
+                self.tasks = self.loader(self.settings)
         except Exception as exc:
             log.exception("worker %s: model failed to load", self.worker_id)
             report_state(
@@ -77,20 +92,52 @@ class WorkerLoop:
                 self.worker_id,
                 WorkerState.FAILED,
                 model=self.settings.model,
-                detail=f"{type(exc).__name__}: {exc}",
+                detail=scrub_paths(f"{type(exc).__name__}: {exc}"),
             )
             return False
         report_state(self.db, self.worker_id, WorkerState.READY, model=self.settings.model)
         return True
 
+    @contextlib.contextmanager
+    def _alive_while_loading(self) -> Iterator[None]:
+        """Touch the worker row every `worker_touch_s` while the model loads (minutes for 14B),
+        so /health keeps saying `loading` instead of taking the worker for gone."""
+        done = threading.Event()
+
+        def _beat() -> None:
+            while not done.wait(self.settings.worker_touch_s):
+                try:
+                    touch(self.db, self.worker_id, None)
+                except Exception:  # a locked store: the next beat tries again
+                    log.warning("worker %s: heartbeat while loading failed", self.worker_id, exc_info=True)
+
+        thread = threading.Thread(target=_beat, name="load-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
+
+    def sweep(self) -> None:
+        """Remove unfinished writes a killed worker left in storage (older than `stale_tmp_s`)."""
+        try:
+            removed = sweep_stale_writes(self.settings.storage_dir, self.settings.stale_tmp_s, time.time())
+        except OSError:
+            log.warning("worker %s: storage sweep failed", self.worker_id, exc_info=True)
+            return
+        if removed:
+            log.info("worker %s: removed %d unfinished write(s) from storage", self.worker_id, len(removed))
+
     def run_forever(self, *, max_jobs: int | None = None) -> None:
+        self.sweep()
         ok = self.load()
         done = 0
         last_touch = 0.0
         failures = 0
         while not self.shutdown.is_set():
             try:
-                if time.monotonic() - last_touch > IDLE_TOUCH_S:
+                if time.monotonic() - last_touch > self.settings.worker_touch_s:
                     touch(self.db, self.worker_id, None)
                     last_touch = time.monotonic()
                 row = (
@@ -124,7 +171,14 @@ class WorkerLoop:
         job_dir = self.settings.jobs_dir / row.id
         reporter = ProgressReporter(self.db, row.id, self.worker_id)
         started = time.monotonic()
-        with Lease(self.db, row.id, self.worker_id, self.settings.lease_s, self.shutdown) as lease:
+        with Lease(
+            self.db,
+            row.id,
+            self.worker_id,
+            self.settings.lease_s,
+            self.shutdown,
+            store_retry_s=self.settings.store_retry_s,
+        ) as lease:
             ctx = JobContext(
                 settings=self.settings,
                 storage=self.storage,
@@ -133,11 +187,12 @@ class WorkerLoop:
                 progress=reporter,
                 job_dir=job_dir,
             )
-            try:
+            with contextlib.suppress(*TRANSIENT_STORE_ERRORS):
                 touch(self.db, self.worker_id, row.id)
-                reporter.log(f"attempt {row.attempts} on worker {self.worker_id}")
+            reporter.log(f"attempt {row.attempts} on worker {self.worker_id}")
+            try:
                 recorded = self._finish(row, ctx, task, started)
-            except Exception:  # the store failed while recording: the lease runs out, the job reruns
+            except StoreUnavailable:  # shutting down with the store gone: the lease runs out, it reruns
                 log.exception("job %s: could not record its outcome", row.id)
                 recorded = False
         if recorded:
@@ -145,41 +200,109 @@ class WorkerLoop:
         with contextlib.suppress(Exception):
             touch(self.db, self.worker_id, None)
 
+    def _record(self, what: str, write: Callable[[], bool]) -> bool:
+        """A terminal write, retried through a locked or unreachable store (until shutdown)."""
+        return retry_store(write, what=what, stop=self.shutdown, within_s=None)
+
     def _finish(self, row: Prediction, ctx: JobContext, task: Task, started: float) -> bool:
         """Run the task; True when this worker's terminal outcome was recorded."""
         try:
             outcome = task(ctx)
         except TaskStopped:
-            return self._stopped(row, ctx.lease.reason)
+            return self._stopped(row, ctx)
         except TaskError as exc:
-            return jobs.fail(self.db, row.id, self.worker_id, code=exc.code, error=exc.message)
+            return self._fail(row, ctx, exc.code, exc.message)
+        except GIVE_BACK_ERRORS:  # the store's trouble, not the job's: give it back
+            log.warning("job %s: store unavailable during the task", row.id, exc_info=True)
+            return self._stopped(row, ctx, StopReason.STORE_UNAVAILABLE)
+        except OSError as exc:
+            if is_storage_error(exc):
+                log.warning("job %s: storage error", row.id, exc_info=True)
+                return self._storage_trouble(row, ctx, exc)
+            return self._crashed(row, ctx, exc)
         except Exception as exc:
-            log.exception("job %s failed", row.id)
-            ctx.progress.log(*traceback.format_exc().splitlines()[-20:])
-            return jobs.fail(
+            return self._crashed(row, ctx, exc)
+        ctx.progress.flush()
+        won = ctx.lease.reason is not StopReason.LEASE_LOST and self._record(
+            f"job {row.id}: completion",
+            lambda: jobs.complete(
                 self.db,
                 row.id,
                 self.worker_id,
-                code=ErrorCode.TASK_FAILED,
-                error=f"task execution failed: {type(exc).__name__}: {exc}",
-            )
-        won = ctx.lease.reason is not StopReason.LEASE_LOST and jobs.complete(
-            self.db,
-            row.id,
-            self.worker_id,
-            outputs=outcome.outputs,
-            result={**(row.result or {}), **outcome.result},
-            inference_ms=int((time.monotonic() - started) * 1000),
+                outputs=outcome.outputs,
+                result={**(row.result or {}), **outcome.result},
+                inference_ms=int((time.monotonic() - started) * 1000),
+            ),
         )
-        if not won:  # another worker owns the job now: its outputs count, ours are dropped
-            for key in outcome.outputs:
+        if won:
+            return True
+        # cancelled while it finished (e.g. during encoding), or another worker owns the job now:
+        # either way these outputs never count
+        for key in outcome.outputs:
+            with contextlib.suppress(Exception):
                 self.storage.delete(key)
-        return won
+        if ctx.lease.reason is StopReason.LEASE_LOST:
+            return False
+        return self._record(
+            f"job {row.id}: cancellation", lambda: jobs.mark_cancelled(self.db, row.id, self.worker_id)
+        )
 
-    def _stopped(self, row: Prediction, reason: StopReason | None) -> bool:
+    def _fail(self, row: Prediction, ctx: JobContext, code: ErrorCode, message: str) -> bool:
+        ctx.progress.flush()
+        error = scrub_paths(message)
+        return self._record(
+            f"job {row.id}: failure",
+            lambda: jobs.fail(self.db, row.id, self.worker_id, code=code, error=error),
+        )
+
+    def _crashed(self, row: Prediction, ctx: JobContext, exc: Exception) -> bool:
+        """A bug or an unforeseen error: the traceback goes to the worker's log, a one-line
+        summary without server paths to the client."""
+        log.exception("job %s failed", row.id)
+        summary = f"{type(exc).__name__}: {exc}"
+        ctx.progress.log(f"task execution failed: {summary}")
+        return self._fail(row, ctx, ErrorCode.TASK_FAILED, f"task execution failed: {summary}")
+
+    def _storage_trouble(self, row: Prediction, ctx: JobContext, exc: OSError) -> bool:
+        """Disk full, read-only, not permitted or failing: put the job back to run again later
+        (not counting the attempt), and after `storage_retries` such tries fail it with 5003."""
+        problem = storage_problem(exc)
+        tries = int((row.result or {}).get(jobs.PUT_BACK_COUNT, 0))
+        if tries >= self.settings.storage_retries:
+            return self._fail(
+                row,
+                ctx,
+                ErrorCode.UNAVAILABLE,
+                f"storage unavailable: {problem}; gave up after {tries + 1} tries",
+            )
+        delay = self.settings.storage_retry_s * 2**tries
+        ctx.progress.flush()
+        self._record(
+            f"job {row.id}: put back",
+            lambda: (
+                jobs.put_back(
+                    self.db,
+                    row.id,
+                    self.worker_id,
+                    delay_s=delay,
+                    note=f"storage unavailable: {problem}; trying again in {delay:g}s "
+                    f"({tries + 1}/{self.settings.storage_retries}, not counted as an attempt)",
+                )
+                is not None
+            ),
+        )
+        return False  # the job lives on; its directory stays for the next try
+
+    def _stopped(self, row: Prediction, ctx: JobContext, reason: StopReason | None = None) -> bool:
         """True when the job ended here (cancelled); a released or lost job lives on elsewhere."""
+        reason = reason or ctx.lease.reason
+        ctx.progress.flush()
         if reason is StopReason.CANCELLED:
-            return jobs.mark_cancelled(self.db, row.id, self.worker_id)
-        if reason is StopReason.SHUTDOWN:
-            jobs.release(self.db, row.id, self.worker_id)
+            return self._record(
+                f"job {row.id}: cancellation", lambda: jobs.mark_cancelled(self.db, row.id, self.worker_id)
+            )
+        if reason in (StopReason.SHUTDOWN, StopReason.STORE_UNAVAILABLE):
+            # released: the attempt is not counted (a cancel asked meanwhile ends it cancelled)
+            with contextlib.suppress(StoreUnavailable):
+                self._record(f"job {row.id}: release", lambda: jobs.release(self.db, row.id, self.worker_id))
         return False  # LEASE_LOST: the job belongs to another worker; leave it alone

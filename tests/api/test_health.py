@@ -1,0 +1,53 @@
+"""`GET /health`: readiness for anyone, worker details only for a keyed caller; staleness from settings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from wanforge.config import Settings
+from wanforge.store.db import Database, utcnow
+from wanforge.store.tables import Worker
+from wanforge.store.workers import report_state
+from wanforge.vocabulary import WorkerState
+
+
+def _age(db: Database, worker_id: str, seconds: float) -> None:
+    with db.session() as s:
+        row = s.get(Worker, worker_id)
+        assert row is not None
+        row.heartbeat_at = utcnow() - timedelta(seconds=seconds)
+
+
+def test_public_health_names_no_host_pid_or_job(client: TestClient, db: Database) -> None:
+    report_state(db, "host-a-4242-abcdef", WorkerState.READY, model="demo", job="job123")
+    body = client.get("/health").json()
+    assert set(body) == {"status", "version", "worker"}
+    assert body["status"] == "ok" and body["worker"] == "ready"
+    assert "host-a" not in str(body) and "4242" not in str(body) and "job123" not in str(body)
+
+
+def test_keyed_health_lists_workers(client: TestClient, db: Database, auth: dict[str, str]) -> None:
+    report_state(db, "host-a-4242-abcdef", WorkerState.READY, model="demo", job="job123")
+    body = client.get("/health", headers=auth).json()
+    assert body["worker"] == "ready" and body["model"] == "demo"
+    [worker] = body["workers"]
+    assert worker["id"] == "host-a-4242-abcdef" and worker["current_job"] == "job123"
+    assert worker["state"] == "ready"
+    # a wrong key gets the public answer (still 200: load balancers probe without keys)
+    bad = client.get("/health", headers={"Authorization": "Bearer wf_nope"})
+    assert bad.status_code == 200 and set(bad.json()) == {"status", "version", "worker"}
+
+
+def test_a_loading_worker_is_not_stale_within_the_derived_window(
+    client: TestClient, db: Database, settings: Settings
+) -> None:
+    # a 14B load reports every worker_touch_s; a busy worker with each heartbeat (lease_s / 3)
+    settings.lease_s = 120.0
+    assert settings.worker_stale_s == 240.0
+    report_state(db, "w-loading", WorkerState.LOADING, model="demo")
+    _age(db, "w-loading", 60)  # older than the old fixed 30 s
+    assert client.get("/health").json()["worker"] == "loading"
+    _age(db, "w-loading", 241)
+    assert client.get("/health").json()["worker"] == "no_worker"

@@ -1,0 +1,79 @@
+"""Test-only hooks that park an e2e worker at a known point (never part of the package).
+
+`tests/e2e/test_recovery.py` starts a server with this folder first on `PYTHONPATH` and
+`WANFORGE_TEST_HOOKS=<dir>`; Python imports this file in every process it starts, and only
+worker processes (`python -m wanforge worker`) install the hooks:
+
+- `<dir>/park-load` present: the first worker to load the model takes the file, writes its pid
+  to `<dir>/loading`, and waits there (to be killed) instead of loading.
+- `<dir>/park-step` holding N: the first worker to finish denoising step N takes the file,
+  writes its pid to `<dir>/parked`, and waits until `<dir>/resume` appears.
+
+Each trigger is taken once (renamed atomically), so a restarted worker runs normally.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+WAIT_S = 120.0
+
+
+def _take(trigger: Path) -> str | None:
+    """The trigger's content if this process took it, None if it is absent or already taken."""
+    taken = trigger.with_name(trigger.name + f".taken-{os.getpid()}")
+    try:
+        os.rename(trigger, taken)
+    except FileNotFoundError:
+        return None
+    return taken.read_text()
+
+
+def _announce(path: Path) -> None:
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(str(os.getpid()))
+    partial.replace(path)
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _install(hooks: Path) -> None:
+    from wanforge.engine.generate import Engine
+    from wanforge.worker import tasks
+
+    build_tasks = tasks.build_tasks
+
+    def parked_build_tasks(settings: Any) -> Any:
+        if _take(hooks / "park-load") is not None:
+            _announce(hooks / "loading")
+            _wait_for(hooks / "never")  # killed here by the test
+        return build_tasks(settings)
+
+    tasks.build_tasks = parked_build_tasks
+
+    generate = Engine.generate
+
+    def parked_generate(self: Engine, req: Any, on_step: Any = None, should_cancel: Any = None) -> Any:
+        def step(done: int, total: int) -> None:
+            if on_step is not None:
+                on_step(done, total)
+            trigger = hooks / "park-step"
+            if trigger.exists() and trigger.read_text().strip() == str(done) and _take(trigger):
+                _announce(hooks / "parked")
+                _wait_for(hooks / "resume")
+
+        return generate(self, req, on_step=step, should_cancel=should_cancel)
+
+    Engine.generate = parked_generate  # type: ignore[method-assign]
+
+
+if os.environ.get("WANFORGE_TEST_HOOKS") and "worker" in sys.argv[1:2]:
+    _install(Path(os.environ["WANFORGE_TEST_HOOKS"]))

@@ -49,6 +49,9 @@ def test_outcome_is_stored(settings: Settings, db: Database) -> None:
     assert row is not None and row.status == "completed" and row.result == {"answer": 42}
     assert loop.storage.read_bytes(row.outputs[0]) == b"data"
     assert row.inference_ms is not None and row.progress["stage"] == "working"
+    # the job log a client reads names neither the host nor the worker process
+    assert row.logs == ["attempt 1 of 3"]
+    assert host_label() not in " ".join(row.logs) and str(os.getpid()) not in " ".join(row.logs)
 
 
 def test_task_errors_keep_their_code(settings: Settings, db: Database) -> None:

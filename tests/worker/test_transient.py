@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event
 
 from wanforge.config import Settings
-from wanforge.media.storage import LocalStorage
+from wanforge.media.atomic import AtomicFile
 from wanforge.store import jobs
 from wanforge.store.db import Database, utcnow
 from wanforge.store.migrate import upgrade
@@ -126,15 +126,14 @@ def test_a_store_locked_for_good_gives_the_job_back_without_counting_the_attempt
     assert (row.status, row.attempts, row.lease_owner, row.error) == ("created", 0, None, "")
 
 
-def _read_only(self: LocalStorage, key: str) -> Any:
-    target = self.path(key)
+def _read_only(cls: type[AtomicFile], target: Path) -> Any:
     raise OSError(errno.EROFS, "Read-only file system", str(target))
 
 
 def test_read_only_storage_puts_the_job_back_then_fails_it_with_5003_and_no_path(
     settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(LocalStorage, "_begin", _read_only)
+    monkeypatch.setattr(AtomicFile, "begin", classmethod(_read_only))
     settings.storage_retries = 1
     settings.storage_retry_s = 60
 

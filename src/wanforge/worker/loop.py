@@ -189,7 +189,9 @@ class WorkerLoop:
             )
             with contextlib.suppress(*TRANSIENT_STORE_ERRORS):
                 touch(self.db, self.worker_id, row.id)
-            reporter.log(f"attempt {row.attempts} on worker {self.worker_id}")
+            # the client's log names no host or pid; the worker's own log ties the two together
+            log.info("job %s: attempt %d on worker %s", row.id, row.attempts, self.worker_id)
+            reporter.log(f"attempt {row.attempts} of {row.max_attempts}")
             try:
                 recorded = self._finish(row, ctx, task, started)
             except StoreUnavailable:  # shutting down with the store gone: the lease runs out, it reruns

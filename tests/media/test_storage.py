@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -148,6 +149,32 @@ def test_missing_keys(storage: LocalStorage) -> None:
     storage.put_bytes("uploads/t/x.png", b"x")
     with pytest.raises(MediaNotFound):
         storage.read_bytes("uploads/t")  # a folder is not a stored file
+
+
+def test_copy_to_a_local_file(storage: LocalStorage, tmp_path: Path) -> None:
+    storage.put_bytes("uploads/t/data.zip", b"zip bytes")
+    dest = tmp_path / "local.zip"
+    assert storage.copy_to("uploads/t/data.zip", dest) == 9 and dest.read_bytes() == b"zip bytes"
+    with pytest.raises(MediaNotFound) as info:
+        storage.copy_to("uploads/none/x.zip", tmp_path / "other.zip")
+    assert info.value.key == "uploads/none/x.zip" and str(tmp_path) not in str(info.value)
+
+
+def test_sweep_removes_only_old_unfinished_writes(storage: LocalStorage) -> None:
+    assert storage.sweep_unfinished(60, time.time()) == 0  # nothing written yet: no root, no error
+    storage.put_bytes("outputs/t/v.mp4", b"done")
+    folder = storage.path("outputs/t/v.mp4").parent
+    stale = folder / ".v.mp4.0123456789ab.tmp"  # as a writer killed mid-write leaves it
+    live = folder / ".w.mp4.ba9876543210.tmp"  # being written right now
+    lookalike = folder / ".notes.tmp"  # not a name an atomic write makes
+    for path in (stale, live, lookalike):
+        path.write_bytes(b"partial")
+    now = time.time()
+    for path in (stale, lookalike):
+        os.utime(path, (now - 61, now - 61))
+    assert storage.sweep_unfinished(60, now) == 1
+    assert not stale.exists() and live.exists() and lookalike.exists()
+    assert storage.read_bytes("outputs/t/v.mp4") == b"done"
 
 
 def test_read_limit(storage: LocalStorage) -> None:

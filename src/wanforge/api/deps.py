@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from wanforge.api.errors import ApiError
 from wanforge.api.guard import key_problem
 from wanforge.config import Settings
-from wanforge.media.storage import LocalStorage
+from wanforge.media.storage import Storage
 from wanforge.store.db import Database
 from wanforge.store.tables import ApiKey
 
@@ -19,7 +19,7 @@ from wanforge.store.tables import ApiKey
 class AppState:
     settings: Settings
     db: Database
-    storage: LocalStorage
+    storage: Storage
 
 
 def get_state(request: Request) -> AppState:

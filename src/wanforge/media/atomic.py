@@ -10,19 +10,46 @@ name starts with ``.`` and ends with :data:`TEMP_SUFFIX`, so a sweep can find it
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+log = logging.getLogger("wanforge.media")
+
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 
 def is_temp_name(name: str) -> bool:
     """Whether ``name`` is the temporary name of an unfinished atomic write."""
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+    return _TEMP_NAME.match(name) is not None
+
+
+def sweep_unfinished(root: Path, older_than_s: float, now: float) -> list[Path]:
+    """Delete the temporary files of atomic writes under ``root`` that were last written before
+    ``now - older_than_s`` (their writer was killed); return them. A live writer keeps its file's
+    modification time fresh, so it is never touched."""
+    removed: list[Path] = []
+    cutoff = now - older_than_s
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if not is_temp_name(name):
+                continue
+            path = Path(folder) / name
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # its writer finished or gave up meanwhile
+                continue
+            except OSError:
+                log.warning("cannot remove stale temporary file %s", path, exc_info=True)
+    return removed
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from wanforge.media.atomic import AtomicFile, atomic_write
+from wanforge.media.atomic import AtomicFile, atomic_write, sweep_unfinished
 from wanforge.media.errors import MediaError, MediaNotFound, TooLarge
 from wanforge.media.keys import make_key, validate_key
 
@@ -26,7 +26,12 @@ __all__ = ["LocalStorage", "Storage"]
 
 @runtime_checkable
 class Storage(Protocol):
-    """Where artifacts live. Keys are validated by every method; a bad key raises MediaError."""
+    """Where artifacts live; the API and the workers hold one of these and nothing more specific.
+
+    Keys are validated by every method; a bad key raises MediaError. A missing key raises
+    MediaNotFound. Only the file server needs a local file (:meth:`path`, served with sendfile);
+    everything else reads and writes through the methods below.
+    """
 
     def new_key(self, prefix: str, filename: str) -> str: ...
 
@@ -45,6 +50,12 @@ class Storage(Protocol):
     def size(self, key: str) -> int: ...
 
     def delete(self, key: str) -> bool: ...
+
+    def copy_to(self, key: str, dest: Path) -> int: ...
+
+    def path(self, key: str) -> Path: ...
+
+    def sweep_unfinished(self, older_than_s: float, now: float) -> int: ...
 
 
 class LocalStorage:
@@ -160,6 +171,21 @@ class LocalStorage:
         if not target.is_file():
             raise MediaNotFound(f"storage key {key!r} does not exist", key)
         return target.stat().st_size
+
+    def copy_to(self, key: str, dest: Path) -> int:
+        """Copy the content of ``key`` to the local file ``dest``; return its size."""
+        source = self.path(key)
+        try:
+            shutil.copyfile(source, dest)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise MediaNotFound(f"storage key {key!r} does not exist", key) from exc
+        return dest.stat().st_size
+
+    def sweep_unfinished(self, older_than_s: float, now: float) -> int:
+        """Remove what writers killed mid-write left behind (see :func:`sweep_unfinished`)."""
+        if not self.root.is_dir():
+            return 0
+        return len(sweep_unfinished(self.root, older_than_s, now))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it existed. Empty token folders are pruned."""

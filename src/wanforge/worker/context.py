@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wanforge.config import Settings
-from wanforge.media.storage import LocalStorage
+from wanforge.media.storage import Storage
 from wanforge.store.tables import Prediction
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker.lease import Lease
@@ -38,7 +37,7 @@ class TaskOutcome:
 @dataclass
 class JobContext:
     settings: Settings
-    storage: LocalStorage
+    storage: Storage
     prediction: Prediction
     lease: Lease
     progress: ProgressReporter
@@ -85,13 +84,12 @@ class JobContext:
         key = own_file_key(url, self.own_base_urls())
         try:
             if key is not None:
-                source = self.storage.path(key)
-                if not source.is_file():
+                if not self.storage.exists(key):
                     raise MediaError(f"upload not found: {url}")
-                size = source.stat().st_size
+                size = self.storage.size(key)
                 if size > max_bytes:
                     raise TooLarge("the upload", max_bytes, size, hint=f"{limit_setting} sets the limit")
-                shutil.copyfile(source, partial)
+                self.storage.copy_to(key, partial)
             else:
                 save_media(
                     url,

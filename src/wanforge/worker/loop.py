@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from wanforge.config import Settings
-from wanforge.media.storage import LocalStorage
+from wanforge.media.storage import LocalStorage, Storage
 from wanforge.store import jobs
 from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
@@ -25,7 +25,6 @@ from wanforge.worker.lease import Lease, StopReason
 from wanforge.worker.progress import ProgressReporter
 from wanforge.worker.retry import TRANSIENT_STORE_ERRORS, StoreUnavailable, retry_store
 from wanforge.worker.scrub import is_storage_error, scrub_paths, storage_problem
-from wanforge.worker.sweep import sweep_stale_writes
 
 log = logging.getLogger("wanforge.worker")
 
@@ -55,7 +54,7 @@ class WorkerLoop:
         self.settings = settings
         self.loader = loader or _build_tasks
         self.db = db
-        self.storage = LocalStorage(settings.storage_dir)
+        self.storage: Storage = LocalStorage(settings.storage_dir)
         self.worker_id = worker_id or new_worker_id()
         self.shutdown = threading.Event()
         self.tasks: dict[str, Task] = {}
@@ -122,12 +121,12 @@ class WorkerLoop:
     def sweep(self) -> None:
         """Remove unfinished writes a killed worker left in storage (older than `stale_tmp_s`)."""
         try:
-            removed = sweep_stale_writes(self.settings.storage_dir, self.settings.stale_tmp_s, time.time())
+            removed = self.storage.sweep_unfinished(self.settings.stale_tmp_s, time.time())
         except OSError:
             log.warning("worker %s: storage sweep failed", self.worker_id, exc_info=True)
             return
         if removed:
-            log.info("worker %s: removed %d unfinished write(s) from storage", self.worker_id, len(removed))
+            log.info("worker %s: removed %d unfinished write(s) from storage", self.worker_id, removed)
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         self.sweep()

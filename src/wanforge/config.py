@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     max_download_bytes: int = 200 * 1024 * 1024
     max_training_data_bytes: int = 2 * 1024 * 1024 * 1024
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    # and one time limit per kind of download: an image is small; a training ZIP of up to 2 GiB
+    # needs minutes on an ordinary link
     fetch_timeout_s: float = 30.0
+    training_data_timeout_s: float = 900.0
     max_image_pixels: int = 40_000_000
 
     # jobs

@@ -158,3 +158,19 @@ def test_unknown_scheme_for_a_file_download_is_refused(tmp_path: Path, settings:
         "cannot read data: data URL 'ftp://example.com/a.zip' uses the unsupported"
     )
     assert isinstance(info.value.__cause__, MediaError)
+
+
+def test_trainer_data_has_its_own_time_limit(
+    http_server: LocalServer, tmp_path: Path, settings: Settings
+) -> None:
+    """A training ZIP of gigabytes needs minutes: it is timed by its own setting, not the image one."""
+    settings.fetch_timeout_s = 0.05  # the image limit: it must not be the one that applies
+    settings.training_data_timeout_s = 0.2
+    ctx = job_context(settings, tmp_path)
+    ctx.prediction.input = {"data": http_server.url("/slow?s=1")}
+    with pytest.raises(TaskError) as info:
+        train_task.run_train(ctx, cast(Any, None))
+    assert info.value.code == ErrorCode.MEDIA_ACCESS_FAILED
+    assert info.value.message == (
+        "cannot read data: data URL timed out after 0.2 s; WANFORGE_TRAINING_DATA_TIMEOUT_S sets the limit"
+    )

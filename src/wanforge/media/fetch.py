@@ -124,13 +124,22 @@ def fetch_to_file(
     label: str = "media URL",
     ssl_context: ssl.SSLContext | None = None,
     limit_setting: str = MAX_BYTES_SETTING,
+    timeout_setting: str = TIMEOUT_SETTING,
 ) -> FetchedFile:
     """GET ``url`` like :func:`fetch_url`, writing the body to ``target`` chunk by chunk.
 
     ``target`` is created or truncated; on any failure it is removed, so a refused or broken
     download leaves nothing behind.
     """
-    limits = _Limits(label, max_bytes, timeout_s, time.monotonic() + timeout_s, allow_private, limit_setting)
+    limits = _Limits(
+        label,
+        max_bytes,
+        timeout_s,
+        time.monotonic() + timeout_s,
+        allow_private,
+        limit_setting,
+        timeout_setting,
+    )
     try:
         with open(target, "wb") as out:
             size, content_type, final_url = _fetch(url, out.write, limits, max_redirects, ssl_context)

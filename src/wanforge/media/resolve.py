@@ -21,7 +21,7 @@ from pathlib import Path
 
 from wanforge.media.datauri import is_data_uri, parse_data_uri
 from wanforge.media.errors import MediaError, MediaNotFound
-from wanforge.media.fetch import MAX_BYTES_SETTING, fetch_to_file, fetch_url
+from wanforge.media.fetch import MAX_BYTES_SETTING, TIMEOUT_SETTING, fetch_to_file, fetch_url
 from wanforge.media.storage import Storage
 
 __all__ = ["FILES_PREFIX", "own_file_key", "read_media", "save_media"]
@@ -69,6 +69,7 @@ def save_media(
     allow_private: bool,
     label: str = "media URL",
     limit_setting: str = MAX_BYTES_SETTING,
+    timeout_setting: str = TIMEOUT_SETTING,
 ) -> int:
     """Write the bytes of a ``data:`` URI or an ``http(s)`` URL to ``target``; return the size.
 
@@ -90,6 +91,7 @@ def save_media(
         allow_private=allow_private,
         label=label,
         limit_setting=limit_setting,
+        timeout_setting=timeout_setting,
     ).size
 
 

@@ -73,6 +73,8 @@ class JobContext:
         target: Path,
         max_bytes: int,
         limit_setting: str = "WANFORGE_MAX_DOWNLOAD_BYTES",
+        timeout_s: float | None = None,
+        timeout_setting: str = "WANFORGE_FETCH_TIMEOUT_S",
     ) -> None:
         """Put the media at `url` into `target`, never holding it in memory: an own upload is
         copied from storage, a data: URI decoded, anything else streamed to disk under the fetch
@@ -95,10 +97,11 @@ class JobContext:
                     url,
                     partial,
                     max_bytes=max_bytes,
-                    timeout_s=self.settings.fetch_timeout_s,
+                    timeout_s=timeout_s or self.settings.fetch_timeout_s,
                     allow_private=self.settings.allow_private_urls,
                     label=f"{what} URL",
                     limit_setting=limit_setting,
+                    timeout_setting=timeout_setting,
                 )
         except MediaError as exc:
             partial.unlink(missing_ok=True)

@@ -32,6 +32,8 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
             zip_path,
             max_bytes=ctx.settings.max_training_data_bytes,
             limit_setting="WANFORGE_MAX_TRAINING_DATA_BYTES",
+            timeout_s=ctx.settings.training_data_timeout_s,
+            timeout_setting="WANFORGE_TRAINING_DATA_TIMEOUT_S",
         )
 
     def on_dataset(report: DatasetReport) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MEDIA_URL_HINT = "must be an http(s) URL, an upload URL of this server (/files/...) or a data: URI"
 # The umT5 encoder reads 512 tokens (about 2,000 characters of English); the rest is cut off
@@ -37,7 +37,21 @@ def check_media_url(value: str) -> str:
     raise ValueError(MEDIA_URL_HINT)
 
 
-class ModelInput(BaseModel):
+class WireInput(BaseModel):
+    """A request body. JSON `true`/`false` is a boolean only: pydantic's lax mode would take it
+    as 1/0 for a number field (a `seed` of `true`), which is never what a client meant."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and annotation is not (bool | None):
+                raise ValueError("must not be a boolean")
+        return value
+
+
+class ModelInput(WireInput):
     """Fields every model accepts besides its own inputs."""
 
     model_config = ConfigDict(extra="ignore")

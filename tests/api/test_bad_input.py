@@ -58,6 +58,30 @@ def test_list_status_filter_takes_every_status(client: TestClient, auth: dict[st
         assert resp.status_code == 200 and resp.json()["data"]["total"] == 0, resp.text
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (I2V, {**GOOD, "seed": True}, "seed"),
+        (I2V, {**GOOD, "duration": True}, "duration"),
+        (TRAINER, {"data": "https://example.com/d.zip", "steps": True}, "steps"),
+        (TRAINER, {"data": "https://example.com/d.zip", "learning_rate": False}, "learning_rate"),
+        (TRAINER, {"data": "https://example.com/d.zip", "lora_rank": True}, "lora_rank"),
+        (LIST, {"page": True}, "page"),
+        ("/api/v3/media/uploads", {"filename": "a.png", "size": True}, "size"),
+    ],
+)
+def test_a_boolean_is_not_a_number(
+    client: TestClient, auth: dict[str, str], path: str, body: dict[str, Any], field: str
+) -> None:
+    """Lax parsing would take `true` as 1: a `seed` of `true` must be refused, not run as seed 1."""
+    _err(client.post(path, headers=auth, json=body), 400, 1401, f"invalid parameter {field}", "boolean")
+
+
+def test_booleans_stay_booleans(client: TestClient, auth: dict[str, str]) -> None:
+    resp = client.post(I2V, headers=auth, json={**GOOD, "enable_prompt_expansion": False, "seed": 7})
+    assert resp.status_code == 200 and resp.json()["data"]["status"] == "created", resp.text
+
+
 @pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
 def test_prompts_have_a_maximum(client: TestClient, auth: dict[str, str], field: str) -> None:
     from wanforge.catalog import PROMPT_MAX_CHARS

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
 
+from wanforge.catalog import WireInput
 from wanforge.vocabulary import Status
 
 
@@ -21,7 +22,7 @@ class UploadOut(BaseModel):
     content_type: str
 
 
-class UploadTicketIn(BaseModel):
+class UploadTicketIn(WireInput):
     filename: str = Field(min_length=1, max_length=300)
     size: int | None = Field(default=None, ge=0)
     content_type: str | None = Field(default=None, max_length=200)
@@ -30,7 +31,7 @@ class UploadTicketIn(BaseModel):
 MAX_PAGE = 100_000  # with page_size <= 100: an offset of at most 10 million rows
 
 
-class ListIn(BaseModel):
+class ListIn(WireInput):
     page: int = Field(default=1, ge=1, le=MAX_PAGE)
     page_size: int = Field(default=20, ge=1, le=100)
     model: str | None = Field(default=None, max_length=200)
@@ -50,5 +51,5 @@ class ListIn(BaseModel):
             raise ValueError("out of range once converted to UTC") from None
 
 
-class DeleteIn(BaseModel):
+class DeleteIn(WireInput):
     ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=1000)

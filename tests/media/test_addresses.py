@@ -79,7 +79,10 @@ def test_literal_address() -> None:
     assert literal_address("127.0.0.1") == ipaddress.ip_address("127.0.0.1")
     assert literal_address("[::1]") == ipaddress.ip_address("::1")
     assert literal_address("example.com") is None
-    assert literal_address("0x7f.1") is None  # odd spellings are names here, never IPs
+    for shorthand in ("127.1", "2130706433", "0x7f000001", "0177.0.0.1", "0x7f.1"):
+        assert literal_address(shorthand) == ipaddress.ip_address("127.0.0.1"), shorthand
+    assert literal_address("0") == ipaddress.ip_address("0.0.0.0")
+    assert literal_address("deadbeef") is None and literal_address("1e100.net") is None
 
 
 def test_resolve_literal_skips_dns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,6 +38,15 @@ def auth(api_key: str) -> dict[str, str]:
             "http://169.254.169.254/",
             f"webhook URL resolves to a link-local address 169.254.169.254; {PRIVATE_HINT}",
         ),
+        # the shorthand IPv4 forms the resolver accepts reach the same addresses
+        ("http://127.1/", f"webhook URL resolves to a loopback address 127.0.0.1; {PRIVATE_HINT}"),
+        ("http://2130706433/", f"webhook URL resolves to a loopback address 127.0.0.1; {PRIVATE_HINT}"),
+        ("http://0x7f000001/", f"webhook URL resolves to a loopback address 127.0.0.1; {PRIVATE_HINT}"),
+        ("http://0177.0.0.1/", "webhook URL is not a valid URL: Invalid IPv4 address: '0177.0.0.1'"),
+        ("http://0/", f"webhook URL resolves to an unspecified address 0.0.0.0; {PRIVATE_HINT}"),
+        # never deliverable, so never worth a retry
+        ("http://exa mple.com/", "webhook URL has an invalid host name"),
+        ("https://example.com:99999/", "webhook URL has an invalid port 99999"),
     ],
 )
 def test_undeliverable_webhook_is_refused(

@@ -10,6 +10,7 @@ addresses embedded in IPv6 forms (IPv4-mapped ``::ffff:a.b.c.d``, 6to4 ``2002::/
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import threading
 
@@ -76,12 +77,26 @@ def _refusal_reason_v6(ip: ipaddress.IPv6Address) -> str | None:
     return _flagged(ip, _GENERAL) or (None if ip.is_global else "non-public")
 
 
+_NUMERIC_IPV4 = re.compile(r"[0-9a-fA-FxX.]+")
+
+
 def literal_address(host: str) -> IPAddress | None:
-    """``host`` as an IP address if it is a literal (``[::1]`` brackets allowed), else None."""
+    """``host`` as an IP address if it is a literal (``[::1]`` brackets allowed), else None.
+
+    Besides dotted quads this takes the shorthand IPv4 forms the C resolver accepts and would
+    connect to (``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``, ``0``), so a check on
+    the literal judges the address a connection would really reach.
+    """
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return None
+        pass
+    if _NUMERIC_IPV4.fullmatch(host) and any(c.isdigit() for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def resolve_host(host: str, port: int, *, timeout_s: float) -> list[IPAddress]:

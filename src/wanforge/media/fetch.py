@@ -26,6 +26,7 @@ Every failure is a :class:`MediaError` whose message says what happened.
 from __future__ import annotations
 
 import io
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -194,6 +195,10 @@ def _fetch(
                 response.close()
 
 
+# what a host may be once IDNA-encoded: a DNS name (letters, digits, '-', '_', '.') or an IPv6 literal
+_HOST_CHARS = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")
+
+
 def _check_url(url: str | httpx.URL, label: str, *, redirected: bool) -> httpx.URL:
     if isinstance(url, str):
         if len(url) > MAX_URL_CHARS:
@@ -209,6 +214,10 @@ def _check_url(url: str | httpx.URL, label: str, *, redirected: bool) -> httpx.U
         raise MediaError(f"{label} must be an http or https URL, {shown}")
     if not url.host:
         raise MediaError(f"{label} has no host name")
+    if not _HOST_CHARS.fullmatch(url.raw_host.decode("ascii", "replace")):
+        raise MediaError(f"{label} has an invalid host name")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise MediaError(f"{label} has an invalid port {url.port}")
     return url
 
 

@@ -39,15 +39,19 @@ def check_media_url(value: str) -> str:
 
 class WireInput(BaseModel):
     """A request body. JSON `true`/`false` is a boolean only: pydantic's lax mode would take it
-    as 1/0 for a number field (a `seed` of `true`), which is never what a client meant."""
+    as 1/0 for a number field (a `seed` of `true`), which is never what a client meant. No text
+    may carry a NUL character: PostgreSQL cannot store one, and no prompt, URL or name needs it."""
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+    def _plain_values(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, bool) and info.field_name is not None:
             annotation = cls.model_fields[info.field_name].annotation
             if annotation is not bool and annotation is not (bool | None):
                 raise ValueError("must not be a boolean")
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("must not contain NUL characters")
         return value
 
 

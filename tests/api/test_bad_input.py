@@ -144,3 +144,37 @@ def test_openapi_documents_the_envelope_really_sent(client: TestClient) -> None:
     assert "data: URI" in image["description"]
     data = schema["components"]["schemas"]["LoraTrainerInput"]["properties"]["data"]
     assert "http(s) URL" in data["description"] and "data: URI" in data["description"]
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/api/v3/media/uploads", '{"filename": "a\\u0000.png"}', "filename"),
+        (LIST, '{"model": "a\\u0000"}', "model"),
+        ("/api/v3/predictions/delete", '{"ids": ["a\\u0000"]}', "ids"),
+        (I2V, '{"image": "https://example.com/a.png", "prompt": "a\\u0000b"}', "prompt"),
+        (TRAINER, '{"data": "https://example.com/d.zip", "trigger_word": "p\\u0000"}', "trigger_word"),
+    ],
+)
+def test_nul_characters_are_refused_by_field(
+    client: TestClient, auth: dict[str, str], path: str, raw: str, field: str
+) -> None:
+    """PostgreSQL cannot store NUL: it must be a 400 naming the field, never a 500 from the store."""
+    resp = client.post(path, headers={**auth, "Content-Type": "application/json"}, content=raw.encode())
+    _err(resp, 400, 1401, f"invalid parameter {field}", "NUL")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("prediction", ["a%00b", "%00", "x" * 32, "0" * 33, "Z" * 32])
+def test_ids_of_no_row_are_404(
+    client: TestClient, auth: dict[str, str], method: str, prediction: str
+) -> None:
+    resp = client.request(method, f"/api/v3/predictions/{prediction}", headers=auth)
+    _err(resp, 404, 404, "not found")
+    if method == "GET":
+        _err(client.get(f"/api/v3/predictions/{prediction}/result", headers=auth), 404, 404, "not found")
+
+
+def test_upload_ticket_of_no_row_is_404(client: TestClient) -> None:
+    resp = client.put("/api/v3/media/uploads/a%00b?token=x", content=b"x")
+    _err(resp, 404, 404)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -10,6 +11,15 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+_ROW_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_row_id(value: str) -> bool:
+    """Whether ``value`` has the shape of the ids this store makes (uuid4 hex). Anything else
+    names no row, and is answered as unknown without a query: PostgreSQL refuses some text (a
+    NUL character) outright, which must not turn an unknown id into a 500."""
+    return _ROW_ID.fullmatch(value) is not None
 
 
 def utcnow() -> datetime:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
-from wanforge.store.db import Database, utcnow
+from wanforge.store.db import Database, is_row_id, utcnow
 from wanforge.store.tables import Prediction
 from wanforge.vocabulary import TERMINAL, ErrorCode, Status, WebhookState
 
@@ -88,12 +88,16 @@ def create_prediction(
 
 
 def get_prediction(db: Database, prediction_id: str) -> Prediction | None:
+    if not is_row_id(prediction_id):
+        return None
     with db.session() as s:
         return s.get(Prediction, prediction_id)
 
 
 def get_status(db: Database, prediction_id: str) -> str | None:
     """The status column alone: cheap to poll (the row's input may hold a data: image)."""
+    if not is_row_id(prediction_id):
+        return None
     with db.session() as s:
         return s.scalar(select(Prediction.status).where(Prediction.id == prediction_id))
 
@@ -248,6 +252,8 @@ def mark_cancelled(db: Database, prediction_id: str, worker_id: str) -> bool:
 def request_cancel(db: Database, prediction_id: str) -> Prediction | None:
     """Cancel a job: at once if no worker holds it (queued, or put back to wait), else flag it
     for the worker to stop."""
+    if not is_row_id(prediction_id):
+        return None
     with db.session() as s:
         s.execute(
             update(Prediction)
@@ -315,6 +321,7 @@ def delete_predictions(db: Database, ids: list[str]) -> dict[str, list[str]]:
 
     Running ones are left alone (the caller cancels them)."""
     deleted: dict[str, list[str]] = {}
+    ids = [i for i in ids if is_row_id(i)]
     with db.session() as s:
         for row in s.scalars(select(Prediction).where(Prediction.id.in_(ids))):
             if row.status in TERMINAL:

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from sqlalchemy import update
 
-from wanforge.store.db import Database, utcnow
+from wanforge.store.db import Database, is_row_id, utcnow
 from wanforge.store.tables import Upload
 
 
@@ -53,6 +53,8 @@ def create_upload(
 
 
 def get_upload(db: Database, upload_id: str) -> Upload | None:
+    if not is_row_id(upload_id):
+        return None
     with db.session() as s:
         return s.get(Upload, upload_id)
 

@@ -40,6 +40,17 @@ def test_keyed_health_lists_workers(client: TestClient, db: Database, auth: dict
     assert bad.status_code == 200 and set(bad.json()) == {"status", "version", "worker"}
 
 
+def test_keyed_health_names_the_model_not_its_server_path(
+    client: TestClient, db: Database, settings: Settings, auth: dict[str, str]
+) -> None:
+    settings.model = "/srv/models/Wan2.2-I2V-A14B-Diffusers/"
+    report_state(db, "host-a-4242-abcdef", WorkerState.LOADING, model=settings.model)
+    body = client.get("/health", headers=auth).json()
+    assert body["model"] == "Wan2.2-I2V-A14B-Diffusers"
+    assert body["workers"][0]["model"] == "Wan2.2-I2V-A14B-Diffusers"
+    assert "/srv" not in str(body)
+
+
 def test_a_loading_worker_is_not_stale_within_the_derived_window(
     client: TestClient, db: Database, settings: Settings
 ) -> None:

@@ -60,9 +60,20 @@ def test_ticket_put_wrong_token_or_size(client: TestClient, auth: dict[str, str]
     assert client.put(bad, content=b"0123456789").status_code == 404
     too_big = client.put(url, content=b"0123456789abc")
     assert too_big.status_code == 413 and too_big.json()["code"] == 1401
+    assert too_big.json()["message"].endswith("(the size declared when the upload was created)")
     too_small = client.put(url, content=b"01234")
     assert too_small.status_code == 400 and "declared 10" in too_small.json()["message"]
     assert client.get(_path_of(t["download_url"])).status_code == 404
+
+
+def test_ticket_without_a_size_is_capped_by_the_upload_setting(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    client.app.state.wanforge.settings.max_upload_bytes = 8  # type: ignore[attr-defined]
+    t = client.post("/api/v3/media/uploads", headers=auth, json={"filename": "a.bin"}).json()["data"]
+    resp = client.put(_path_of(t["upload"]["url"]), content=b"0123456789")
+    assert resp.status_code == 413 and resp.json()["code"] == 1401
+    assert resp.json()["message"].endswith("(WANFORGE_MAX_UPLOAD_BYTES sets the limit)"), resp.text
 
 
 def test_upload_limits(client: TestClient, auth: dict[str, str]) -> None:
@@ -160,8 +171,10 @@ def test_files_are_served_safely(
     assert got.headers["content-disposition"] == f'{disposition}; filename="{name}"'
 
 
-@pytest.mark.parametrize("spec", ["bytes=20-30", "bytes=5-2", "bytes=abc", "items=0-1", "bytes", "bytes=-0"])
-def test_bad_range_is_416_in_the_envelope(client: TestClient, auth: dict[str, str], spec: str) -> None:
+@pytest.mark.parametrize("spec", ["bytes=20-30", "bytes=10-", "bytes=-0", "bytes=10-11,20-30"])
+def test_unsatisfiable_range_is_416_in_the_envelope(
+    client: TestClient, auth: dict[str, str], spec: str
+) -> None:
     url = _upload(client, auth, "a.bin", "application/octet-stream", b"0123456789")
     got = client.get(url, headers={"Range": spec})
     assert got.status_code == 416, (got.status_code, got.text)
@@ -171,6 +184,22 @@ def test_bad_range_is_416_in_the_envelope(client: TestClient, auth: dict[str, st
         "message": "Range header not satisfiable: the file has 10 bytes",
         "data": None,
     }
+
+
+@pytest.mark.parametrize("spec", ["bytes=5-2", "bytes=abc", "items=0-1", "bytes", "bytes=", "nonsense"])
+def test_invalid_range_is_ignored(client: TestClient, auth: dict[str, str], spec: str) -> None:
+    """RFC 9110: a Range of another unit or an invalid byte-range set is ignored: 200, all of it."""
+    url = _upload(client, auth, "a.bin", "application/octet-stream", b"0123456789")
+    got = client.get(url, headers={"Range": spec})
+    assert got.status_code == 200 and got.content == b"0123456789", (spec, got.status_code)
+    assert got.headers["x-content-type-options"] == "nosniff"
+
+
+def test_range_set_serves_its_satisfiable_part(client: TestClient, auth: dict[str, str]) -> None:
+    url = _upload(client, auth, "a.bin", "application/octet-stream", b"0123456789")
+    got = client.get(url, headers={"Range": "bytes=0-1,1001-2000"})
+    assert got.status_code == 206 and got.content == b"01"
+    assert got.headers["content-range"] == "bytes 0-1/10"
 
 
 def test_good_range_is_206(client: TestClient, auth: dict[str, str]) -> None:

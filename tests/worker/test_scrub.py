@@ -17,6 +17,15 @@ def test_paths_are_cut_to_their_last_component() -> None:
     )
 
 
+def test_quoted_paths_go_whole_and_paths_after_a_colon_too() -> None:
+    assert scrub_paths("[Errno 30] Read-only file system: '/srv/my data/files/a.mp4'") == (
+        "[Errno 30] Read-only file system: 'a.mp4'"
+    )
+    assert scrub_paths('File "/home/me/my project/x.py", line 3') == 'File "x.py", line 3'
+    assert scrub_paths("err:/srv/w/x.mp4") == "err:x.mp4"
+    assert scrub_paths("error: /srv/w/x.mp4, retry") == "error: x.mp4, retry"
+
+
 def test_urls_fractions_and_words_stay() -> None:
     text = "cannot read image: http://h:8000/files/uploads/t/a.png (and/or 3/4 done)"
     assert scrub_paths(text) == text

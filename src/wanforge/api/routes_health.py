@@ -7,6 +7,7 @@ are for a caller with a valid API key only.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -33,6 +34,12 @@ def overall_state(workers: list[Worker]) -> str:
     return "no_worker"
 
 
+def model_label(model: str) -> str:
+    """The model as clients see it: `demo`, or the checkpoint directory's name, never the server
+    path it lives at."""
+    return PurePosixPath(model.rstrip("/")).name or model
+
+
 @router.get("/health")
 def health(request: Request, state: StateDep) -> dict[str, Any]:
     try:
@@ -55,12 +62,12 @@ def health(request: Request, state: StateDep) -> dict[str, Any]:
         return public
     return {
         **public,
-        "model": state.settings.model,
+        "model": model_label(state.settings.model),
         "workers": [
             {
                 "id": w.id,
                 "state": w.state,
-                "model": w.model,
+                "model": model_label(w.model),
                 "detail": w.detail,
                 "current_job": w.current_job,
                 "pid": w.pid,

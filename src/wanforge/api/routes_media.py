@@ -16,7 +16,6 @@ from typing import Any
 
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import FileResponse
-from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from wanforge.api.deps import AppState, BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, envelope
@@ -131,14 +130,13 @@ async def put_upload(upload_id: str, token: str, request: Request, state: StateD
 
 async def _receive_ticketed(row: Upload, request: Request, state: AppState) -> int:
     limit = state.settings.max_upload_bytes
-    if row.declared_size is not None:
-        limit = min(limit, row.declared_size)
+    why = "WANFORGE_MAX_UPLOAD_BYTES sets the limit"
+    if row.declared_size is not None and row.declared_size <= limit:
+        limit, why = row.declared_size, "the size declared when the upload was created"
     try:
         size = await state.storage.write_async_stream(row.key, request.stream(), max_bytes=limit)
     except TooLarge as exc:
-        raise ApiError(
-            413, f"{exc} (the size declared when the upload was created)", ErrorCode.INVALID_PARAMETER
-        ) from exc
+        raise ApiError(413, f"{exc} ({why})", ErrorCode.INVALID_PARAMETER) from exc
     if row.declared_size is not None and size != row.declared_size:
         await asyncio.to_thread(state.storage.delete, row.key)
         raise ApiError(
@@ -174,6 +172,27 @@ def served_type(filename: str) -> tuple[str, str]:
     return guessed, "inline" if guessed.startswith(INLINE_TYPES) else "attachment"
 
 
+def usable_range(spec: str, size: int) -> str | None:
+    """The satisfiable part of a `Range` header, as RFC 9110 reads one: None when the header is to
+    be ignored (another unit, or not a valid byte-range set: the whole file is served, 200); an
+    ApiError 416 with `Content-Range: bytes */size` when no range in it can be served."""
+    units, _, ranges_spec = spec.partition("=")
+    if units.strip().lower() != "bytes" or not ranges_spec.strip():
+        return None
+    # Starlette's own parser, so what is kept agrees with what FileResponse then serves
+    ranges = FileResponse._parse_ranges(ranges_spec, size)
+    if not ranges or any(start >= end and start < size for start, end in ranges):
+        return None
+    served = [(start, end) for start, end in ranges if 0 <= start < size]
+    if not served:
+        raise ApiError(
+            416,
+            f"Range header not satisfiable: the file has {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return "bytes=" + ",".join(f"{start}-{end - 1}" for start, end in served)
+
+
 @router.get("/files/{key:path}", include_in_schema=True, tags=["files"])
 def get_file(key: str, request: Request, state: StateDep) -> FileResponse:
     """An upload or an output. Keys are unguessable; whoever has the URL can read the file.
@@ -188,14 +207,12 @@ def get_file(key: str, request: Request, state: StateDep) -> FileResponse:
         raise ApiError(404, "file not found")
     size = path.stat().st_size
     if (spec := request.headers.get("range")) is not None:
-        try:  # Starlette's own parser, so the check agrees with what FileResponse then serves
-            FileResponse._parse_range_header(spec, size)
-        except (MalformedRangeHeader, RangeNotSatisfiable) as exc:
-            raise ApiError(
-                416,
-                f"Range header not satisfiable: the file has {size} bytes",
-                headers={"Content-Range": f"bytes */{size}"},
-            ) from exc
+        usable = usable_range(spec, size)
+        # what FileResponse then serves comes from the request's headers: give it the usable part
+        headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"range"]
+        if usable is not None:
+            headers.append((b"range", usable.encode("latin-1")))
+        request.scope["headers"] = headers
     media_type, disposition = served_type(path.name)
     return FileResponse(
         path,

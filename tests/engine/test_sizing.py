@@ -14,9 +14,9 @@ from wanforge.engine.sizing import (
     fit_image,
     generation_size,
     output_size,
-    prepare_image,
     size_for_area,
 )
+from wanforge.media.images import normalize_image
 
 STANDARD = [
     # (image w, h, resolution, expected output w, h)
@@ -138,11 +138,11 @@ def test_prepare_image_applies_exif_orientation() -> None:
     Image.new("RGB", (40, 20), (10, 20, 30)).save(buf, format="JPEG", exif=exif)
     img = Image.open(io.BytesIO(buf.getvalue()))
     assert img.size == (40, 20)
-    assert prepare_image(img).size == (20, 40)
+    assert normalize_image(img).size == (20, 40)
 
 
 def test_prepare_image_puts_transparency_on_white() -> None:
     img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
-    out = prepare_image(img)
+    out = normalize_image(img)
     assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255)
-    assert prepare_image(Image.new("L", (4, 4), 7)).getpixel((0, 0)) == (7, 7, 7)
+    assert normalize_image(Image.new("L", (4, 4), 7)).getpixel((0, 0)) == (7, 7, 7)

@@ -17,8 +17,9 @@ from PIL import Image
 
 from wanforge.engine.loading import LoadedModel
 from wanforge.engine.profiles import ModelProfile
-from wanforge.engine.sizing import fit_image, generation_size, output_size, prepare_image
+from wanforge.engine.sizing import fit_image, generation_size, output_size
 from wanforge.engine.upscale import upscale_frames
+from wanforge.media.images import normalize_image
 
 MAX_SEED = 2_147_483_647
 
@@ -190,7 +191,7 @@ class Engine:
             )
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled("cancelled before the first step")
-        req = replace(req, image=prepare_image(req.image))
+        req = replace(req, image=normalize_image(req.image))
         plan = plan_generation(self.loaded.profile, req)
         fitted = fit_image(req.image, plan.gen_width, plan.gen_height)
         generator = torch.Generator(device=self.loaded.device).manual_seed(req.seed)

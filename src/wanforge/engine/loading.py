@@ -14,7 +14,6 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
-from wanforge.engine.demo import build_demo_components
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile
 
 MemoryMode = Literal["gpu", "model_offload", "group_offload"]
@@ -146,6 +145,8 @@ def _auto_memory_mode(pipe: WanImageToVideoPipeline, device: torch.device) -> Me
 
 
 def _load_demo() -> WanImageToVideoPipeline:
+    from wanforge.engine.demo import build_demo_components  # only a demo server builds one
+
     return WanImageToVideoPipeline(**build_demo_components().as_kwargs())
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 MULTIPLE = 16
 MAX_ASPECT = 3.0
@@ -112,16 +112,6 @@ def cover_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[float, fl
     crop_w, crop_h = dst_w / scale, dst_h / scale
     left, top = (src_w - crop_w) / 2, (src_h - crop_h) / 2
     return left, top, left + crop_w, top + crop_h
-
-
-def prepare_image(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation and convert to RGB (transparent pixels become white)."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def fit_image(

@@ -86,7 +86,7 @@ def decode_image(data: bytes, *, max_pixels: int, label: str = "the image") -> I
                     img.seek(0)
                 with _strict_loading():
                     img.load()
-                return _to_rgb(_oriented(img))
+                return normalize_image(img)
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:
@@ -124,6 +124,12 @@ def _check_pixels(img: Image.Image, max_pixels: int, label: str) -> None:
             f"{label} is {width}x{height} = {width * height} pixels, over the limit of "
             f"{max_pixels} pixels; {MAX_PIXELS_SETTING} sets the limit"
         )
+
+
+def normalize_image(img: Image.Image) -> Image.Image:
+    """``img`` upright (its EXIF orientation applied) and in RGB, transparency put on white:
+    what every image that reaches the model looks like, however it arrived."""
+    return _to_rgb(_oriented(img))
 
 
 def _oriented(img: Image.Image) -> Image.Image:

@@ -1,8 +1,11 @@
-"""Layers point down: webhooks sit below the API, signing below the store, the store below webhooks."""
+"""Layers point down: api -> store/worker -> engine/training -> media; webhooks beside the API,
+signing below the store; the trainer never reaches for the demo model."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,18 @@ def _offending(files: list[Path], forbidden: str) -> dict[str, list[str]]:
     return {path: names for path, names in hits.items() if names}
 
 
+# (lower layer, a layer above it that it must not import)
+_BELOW = [
+    (low, high)
+    for low, highs in {
+        "media": ("api", "store", "worker", "engine", "training", "webhooks"),
+        "engine": ("api", "store", "worker", "training", "webhooks"),
+        "training": ("api", "store", "worker", "webhooks"),
+    }.items()
+    for high in highs
+]
+
+
 @pytest.mark.parametrize(
     ("files", "forbidden"),
     [
@@ -41,8 +56,19 @@ def _offending(files: list[Path], forbidden: str) -> dict[str, list[str]]:
         ([SRC / "webhooks" / "signing.py"], "wanforge.store"),
         (sorted((SRC / "store").glob("*.py")), "wanforge.webhooks"),
         (sorted((SRC / "store").glob("*.py")), "wanforge.api"),
+        (sorted((SRC / "store").glob("*.py")), "wanforge.worker"),
+        (sorted((SRC / "training").glob("*.py")), "wanforge.engine.demo"),
+        *[(sorted((SRC / low).rglob("*.py")), f"wanforge.{high}") for low, high in _BELOW],
     ],
-    ids=["webhooks-not-api", "signing-not-store", "store-not-webhooks", "store-not-api"],
+    ids=[
+        "webhooks-not-api",
+        "signing-not-store",
+        "store-not-webhooks",
+        "store-not-api",
+        "store-not-worker",
+        "training-not-demo",
+        *[f"{low}-not-{high}" for low, high in _BELOW],
+    ],
 )
 def test_layers_point_down(files: list[Path], forbidden: str) -> None:
     assert files
@@ -62,3 +88,13 @@ def test_prediction_wire_form_is_not_in_the_api() -> None:
         "file_url",
     ):
         assert not hasattr(wire, name), name
+
+
+def test_the_trainer_never_loads_the_demo_model_module() -> None:
+    """Not even through the engine's loader: a real training run has no use for it."""
+    code = (
+        "import sys, wanforge.training.job, wanforge.training.run, wanforge.engine.loading; "
+        "print('wanforge.engine.demo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

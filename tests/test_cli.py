@@ -27,6 +27,44 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert runner.invoke(app, ["keys", "revoke", "nomatch", *data]).exit_code == 1
 
 
+def test_keys_admin_limits_expiry_and_update(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    from wanforge.cli import parse_expiry
+    from wanforge.store.db import Database
+    from wanforge.store.keys import list_keys
+
+    data = ["--data-dir", str(tmp_path)]
+    created = runner.invoke(
+        app,
+        ["keys", "create", "--admin", "--rpm", "60", "--concurrency", "4", "--expires", "2030-01-01", *data],
+    )
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[0]
+    db = Database(f"sqlite:///{tmp_path / 'wanforge.db'}")
+    [row] = list_keys(db)
+    assert (row.is_admin, row.rpm, row.concurrency, row.expires_at) == (True, 60, 4, datetime(2030, 1, 1))
+    listed = runner.invoke(app, ["keys", "list", *data]).stdout
+    assert "admin" in listed and "expires 2030-01-01 00:00" in listed and "rpm 60, concurrency 4" in listed
+    updated = runner.invoke(
+        app,
+        ["keys", "update", key[:8], "--rpm", "0", "--concurrency", "default", "--expires", "never", *data],
+    )
+    assert updated.exit_code == 0, updated.output
+    [row] = list_keys(db)
+    assert (row.rpm, row.concurrency, row.expires_at) == (0, None, None)
+    assert "rpm unlimited, concurrency default" in runner.invoke(app, ["keys", "list", *data]).stdout
+    bad = runner.invoke(app, ["keys", "update", key[:8], "--rpm", "lots", *data])
+    assert bad.exit_code != 0 and "--rpm" in bad.output
+    assert runner.invoke(app, ["keys", "update", "nomatch", "--rpm", "1", *data]).exit_code == 1
+    db.dispose()
+    now = datetime(2026, 5, 1, 12, 0)
+    assert parse_expiry("30d", now) == now + timedelta(days=30)
+    assert parse_expiry("90m", now) == now + timedelta(minutes=90)
+    assert parse_expiry("2026-06-01T12:00:00+02:00", now) == datetime(2026, 6, 1, 10, 0)
+    assert parse_expiry("never", now) is None
+
+
 def test_generate_writes_an_mp4(tmp_path: Path) -> None:
     from wanforge.training.videos import probe_video
 

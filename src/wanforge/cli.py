@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -235,28 +237,135 @@ def train(
     shutil.rmtree(work, ignore_errors=True)
 
 
+def parse_expiry(value: str, now: datetime) -> datetime | None:
+    """`--expires`: `never`, a duration from now (`30d`, `12h`, `90m`) or an ISO 8601 date or
+    time (taken as UTC when it has no offset); naive UTC, as the store keeps times."""
+    text = value.strip().lower()
+    if text == "never":
+        return None
+    if match := re.fullmatch(r"(\d+)([dhm])", text):
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[match[2]]
+        return now + timedelta(**{unit: int(match[1])})
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            "expected never, a duration such as 30d, 12h or 90m, or an ISO 8601 date or time",
+            param_hint="--expires",
+        ) from None
+    return parsed if parsed.tzinfo is None else parsed.astimezone(UTC).replace(tzinfo=None)
+
+
+def parse_limit(value: str, hint: str) -> int | None:
+    """A key's limit for `keys update`: a number (0 = unlimited) or `default` (the server's)."""
+    if value.strip().lower() == "default":
+        return None
+    if value.strip().isdigit():
+        return int(value)
+    raise typer.BadParameter("expected a number (0 = unlimited) or 'default'", param_hint=hint)
+
+
+RpmOpt = Annotated[
+    int | None,
+    typer.Option("--rpm", min=0, help="submissions per minute; 0 = unlimited [WANFORGE_DEFAULT_RPM]"),
+]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        min=0,
+        help="predictions queued or running at once; 0 = unlimited [WANFORGE_DEFAULT_CONCURRENCY]",
+    ),
+]
+ExpiresOpt = Annotated[
+    str | None,
+    typer.Option("--expires", help="never | a duration (30d, 12h, 90m) | an ISO 8601 date or time (UTC)"),
+]
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="a label")] = "",
+    admin: Annotated[bool, typer.Option("--admin", help="sees and manages every key's predictions")] = False,
+    rpm: RpmOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    expires: ExpiresOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Create a key and print it (once)."""
-    from wanforge.store.keys import create_key
+    """Create a key and print it (once). Limits not given are the server's defaults."""
+    from wanforge.store.db import utcnow
+    from wanforge.store.keys import KeyOptions, create_key
 
-    plaintext, row = create_key(_open_db(load_settings(data_dir=data_dir, database_url=database_url)), name)
+    options = KeyOptions(
+        is_admin=admin,
+        rpm=rpm,
+        concurrency=concurrency,
+        expires_at=parse_expiry(expires, utcnow()) if expires is not None else None,
+    )
+    db = _open_db(load_settings(data_dir=data_dir, database_url=database_url))
+    plaintext, row = create_key(db, name, options)
     typer.echo(plaintext)
     typer.echo(f"id {row.id}", err=True)
 
 
+@keys_app.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="key id, or the start of the key")],
+    rpm: Annotated[
+        str | None, typer.Option("--rpm", help="submissions per minute; 0 = unlimited; 'default'")
+    ] = None,
+    concurrency: Annotated[
+        str | None, typer.Option("--concurrency", help="jobs at once; 0 = unlimited; 'default'")
+    ] = None,
+    expires: ExpiresOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Change a key's limits or expiry; what is not given stays. Holds from the next request."""
+    from wanforge.store.db import utcnow
+    from wanforge.store.keys import UNCHANGED, update_key
+
+    changes: dict[str, Any] = {
+        "rpm": parse_limit(rpm, "--rpm") if rpm is not None else UNCHANGED,
+        "concurrency": parse_limit(concurrency, "--concurrency") if concurrency is not None else UNCHANGED,
+        "expires_at": parse_expiry(expires, utcnow()) if expires is not None else UNCHANGED,
+    }
+    rows = update_key(
+        _open_db(load_settings(data_dir=data_dir, database_url=database_url)), key_id, **changes
+    )
+    if len(rows) != 1:
+        typer.secho(f"{len(rows)} active keys match {key_id!r}; nothing changed", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"updated {rows[0].id} ({rows[0].prefix}…)")
+
+
+def _limit(value: int | None) -> str:
+    return "default" if value is None else ("unlimited" if value == 0 else str(value))
+
+
 @keys_app.command("list")
 def keys_list(data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
-    """List keys (prefix only; keys are stored hashed)."""
+    """List keys (prefix only; keys are stored hashed), with their role, limits and expiry."""
+    from wanforge.store.db import utcnow
     from wanforge.store.keys import list_keys
 
+    now = utcnow()
     for row in list_keys(_open_db(load_settings(data_dir=data_dir, database_url=database_url))):
-        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
-        typer.echo(f"{row.id}  {row.prefix}…  {state:<24}  {row.created_at:%Y-%m-%d %H:%M}  {row.name}")
+        if row.revoked_at:
+            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}"
+        elif row.expires_at and row.expires_at <= now:
+            state = f"expired {row.expires_at:%Y-%m-%d %H:%M}"
+        elif row.expires_at:
+            state = f"expires {row.expires_at:%Y-%m-%d %H:%M}"
+        else:
+            state = "active"
+        role = "admin" if row.is_admin else "key"
+        limits = f"rpm {_limit(row.rpm)}, concurrency {_limit(row.concurrency)}"
+        typer.echo(
+            f"{row.id}  {row.prefix}…  {role:<5}  {state:<24}  {limits}  "
+            f"{row.created_at:%Y-%m-%d %H:%M}  {row.name}"
+        )
 
 
 @keys_app.command("revoke")

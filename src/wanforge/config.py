@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     webhook_retry_base_s: float = 5.0
     webhook_concurrency: int = Field(default=8, ge=1, description="webhook POSTs in flight at once")
 
+    # tenancy and quotas (issue 8): a key's own limits (`wanforge keys create/update --rpm
+    # --concurrency`) override these defaults; 0 = unlimited
+    default_rpm: int = Field(default=0, ge=0, description="submissions per key per minute (429 above it)")
+    default_concurrency: int = Field(
+        default=0, ge=0, description="a key's predictions queued or running at once (429 above it)"
+    )
+    max_queued: int = Field(
+        default=1000, ge=0, description="predictions waiting in the server's queue (503/5003 above it)"
+    )
+    retry_after_s: int = Field(
+        default=10, ge=1, description="Retry-After when a running job or the queue must drain first"
+    )
+
     # engine
     device: str | None = None
     memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")

@@ -25,3 +25,25 @@ def test_ensure_key_is_idempotent(db: Database) -> None:
     b = keys.ensure_key(db, "my-secret-key")
     assert a.id == b.id and len(keys.list_keys(db)) == 1
     assert keys.verify_key(db, "my-secret-key") is not None
+
+
+def test_expired_keys_are_refused_from_their_expiry_on(db: Database) -> None:
+    from datetime import datetime, timedelta
+
+    t = datetime(2026, 5, 1, 12, 0)
+    plaintext, _row = keys.create_key(db, "temp", keys.KeyOptions(expires_at=t))
+    assert keys.verify_key(db, plaintext, now=t - timedelta(microseconds=1)) is not None
+    assert keys.verify_key(db, plaintext, now=t) is None
+
+
+def test_update_changes_only_what_is_given(db: Database) -> None:
+    from datetime import datetime
+
+    _plain, row = keys.create_key(db, "k", keys.KeyOptions(rpm=60, concurrency=4))
+    assert [r.id for r in keys.update_key(db, row.prefix[:6], concurrency=2)] == [row.id]
+    got = keys.get_key(db, row.id)
+    assert got is not None and (got.rpm, got.concurrency, got.expires_at) == (60, 2, None)
+    keys.update_key(db, row.id, rpm=None, expires_at=datetime(2030, 1, 1))
+    got = keys.get_key(db, row.id)
+    assert got is not None and (got.rpm, got.concurrency, got.expires_at) == (None, 2, datetime(2030, 1, 1))
+    assert keys.update_key(db, "nomatch", rpm=1) == []

@@ -66,8 +66,8 @@ def webhook_receiver(
         server.server_close()
 
 
-def finished(db: Database, url: str | None) -> str:
-    """A completed prediction whose webhook (if `url`) is due now."""
+def finished(db: Database, url: str | None, owner: str | None = None) -> str:
+    """A completed prediction of the key `owner` whose webhook (if `url`) is due now."""
     row = jobs.create_prediction(
         db,
         model="m",
@@ -76,6 +76,7 @@ def finished(db: Database, url: str | None) -> str:
         server_base="http://api.example",
         max_attempts=3,
         webhook_url=url,
+        api_key_id=owner,
     )
     assert jobs.claim_next(db, "w", 30, ("generate",)) is not None
     assert jobs.complete(db, row.id, "w", outputs=["outputs/t/v.mp4"], result={"seed": 4}, inference_ms=12)

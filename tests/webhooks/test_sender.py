@@ -42,6 +42,23 @@ def test_delivers_a_signed_prediction(settings: Settings, db: Database) -> None:
     }
 
 
+def test_each_delivery_is_signed_with_its_keys_secret(settings: Settings, db: Database) -> None:
+    from wanforge.store.keys import create_key
+
+    one, two = (create_key(db, name)[1].id for name in ("one", "two"))
+    with webhook_receiver() as receiver:
+        ids = {finished(db, receiver.url, one): one, finished(db, receiver.url, two): two}
+        assert WebhookSender(db, settings).send_due() == 2
+    assert len(receiver.received) == 2
+    now = int(time.time())
+    for got in receiver.received:
+        owner = ids[got.headers["webhook-id"]]
+        other = two if owner == one else one
+        assert signing.verify(webhook_secret(db, owner), got.headers, got.body, tolerance_s=60, now=now)
+        assert not signing.verify(webhook_secret(db, other), got.headers, got.body, tolerance_s=60, now=now)
+        assert not signing.verify(webhook_secret(db), got.headers, got.body, tolerance_s=60, now=now)
+
+
 def test_retries_with_backoff_then_delivers(settings: Settings, db: Database) -> None:
     settings.webhook_retry_base_s = 0.2
     with webhook_receiver(statuses=[500, 503]) as receiver:

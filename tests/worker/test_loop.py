@@ -23,9 +23,9 @@ def _loop(settings: Settings, db: Database, task: object) -> WorkerLoop:
     return loop
 
 
-def _submit(db: Database) -> str:
+def _submit(db: Database, owner: str | None = None) -> str:
     return jobs.create_prediction(
-        db, model="m", kind="generate", input={}, server_base="http://h", max_attempts=3
+        db, model="m", kind="generate", input={}, server_base="http://h", max_attempts=3, api_key_id=owner
     ).id
 
 
@@ -172,7 +172,9 @@ def test_deleting_a_prediction_deletes_its_files(settings: Settings, db: Databas
         ctx.storage.put_bytes(key, b"video")
         return TaskOutcome(outputs=[key], result={})
 
-    pid = _submit(db)
+    from wanforge.store.keys import verify_key
+
+    pid = _submit(db, owner=verify_key(db, api_key).id)  # type: ignore[union-attr]
     loop = _loop(settings, db, task)
     _run_one(loop, db)
     key = jobs.get_prediction(db, pid).outputs[0]  # type: ignore[union-attr]

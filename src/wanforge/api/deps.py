@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,7 +13,7 @@ from wanforge.api.errors import ApiError
 from wanforge.api.guard import key_problem
 from wanforge.config import Settings
 from wanforge.media.storage import Storage
-from wanforge.store.db import Database
+from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import ApiKey
 
 
@@ -20,6 +22,7 @@ class AppState:
     settings: Settings
     db: Database
     storage: Storage
+    clock: Callable[[], datetime] = field(default=utcnow)  # naive UTC; tests set their own
 
 
 def get_state(request: Request) -> AppState:

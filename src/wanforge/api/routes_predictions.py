@@ -6,13 +6,15 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
-from wanforge.api.errors import ApiError, envelope
+from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
+from wanforge.api.tenancy import check_own_files, limits_for, visible_to
 from wanforge.api.wire import DeleteIn, ListIn
 from wanforge.catalog import MODELS, ModelSpec
 from wanforge.media.errors import Refused
@@ -20,6 +22,8 @@ from wanforge.media.fetch import check_post_url
 from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs
 from wanforge.store.db import Database
+from wanforge.store.quotas import Limit, OverLimit
+from wanforge.store.tables import ApiKey
 from wanforge.vocabulary import TERMINAL, ErrorCode
 from wanforge.webhooks.secret import webhook_secret
 
@@ -76,17 +80,31 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
                 check_post_url(webhook, allow_private=state.settings.allow_private_urls)
             except Refused as exc:
                 raise ApiError(400, f"invalid parameter webhook: {exc}", ErrorCode.INVALID_PARAMETER) from exc
-        row = await asyncio.to_thread(
-            jobs.create_prediction,
-            state.db,
-            model=spec.id,
-            kind=spec.kind.value,
-            input=model_input.model_dump(mode="json", exclude={"enable_sync_mode"}),
-            server_base=base,
-            max_attempts=state.settings.max_attempts,
-            api_key_id=key.id,
-            webhook_url=webhook.strip() if webhook else None,
-        )
+        stored_input = model_input.model_dump(mode="json", exclude={"enable_sync_mode"})
+        own_bases = [base, *([state.settings.public_url] if state.settings.public_url else [])]
+        await asyncio.to_thread(check_own_files, state.db, key, stored_input, own_bases)
+        try:
+            row = await asyncio.to_thread(
+                jobs.create_prediction,
+                state.db,
+                model=spec.id,
+                kind=spec.kind.value,
+                input=stored_input,
+                server_base=base,
+                max_attempts=state.settings.max_attempts,
+                api_key_id=key.id,
+                webhook_url=webhook.strip() if webhook else None,
+                limits=limits_for(key, state.settings),
+                now=state.clock(),
+            )
+        except OverLimit as exc:
+            full = exc.limit is Limit.QUEUE
+            raise ApiError(
+                HTTPStatus.SERVICE_UNAVAILABLE if full else HTTPStatus.TOO_MANY_REQUESTS,
+                exc.message,
+                ErrorCode.UNAVAILABLE if full else HTTPStatus.TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from exc
         if sync:
             timeout_s = state.settings.sync_mode_timeout_s
             outcome = await wait_until_done(request, state.db, row.id, timeout_s)
@@ -121,36 +139,42 @@ for _spec in MODELS.values():
         methods=["POST"],
         # documented, not enforced: a sync-mode timeout adds `data.code` (5004) for the SDK
         response_model=None,
-        responses={200: {"model": PredictionEnvelope}},
+        responses={
+            200: {"model": PredictionEnvelope},
+            429: {"model": ErrorEnvelope, "description": "Over the key's rate or concurrency limit"},
+            503: {"model": ErrorEnvelope, "description": "The server's queue is full (5003)"},
+        },
         summary=f"Submit: {_spec.summary}",
         name=_spec.id,
     )
 
 
-def _get(state: StateDep, prediction_id: str, base: str, with_logs: bool) -> dict[str, Any]:
-    row = jobs.get_prediction(state.db, prediction_id)
+def _get(state: StateDep, key: ApiKey, prediction_id: str, base: str, with_logs: bool) -> dict[str, Any]:
+    row = jobs.get_prediction(state.db, prediction_id, visible_to(key))
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")
     return envelope(prediction_out(row, base, with_logs=with_logs).model_dump())
 
 
 @router.get("/predictions/{prediction_id}/result", response_model=PredictionEnvelope)
-def get_result(prediction_id: str, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+def get_result(prediction_id: str, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
     """The prediction's current state; outputs once completed."""
-    return _get(state, prediction_id, base, with_logs=False)
+    return _get(state, key, prediction_id, base, with_logs=False)
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionEnvelope)
-def get_prediction(prediction_id: str, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+def get_prediction(prediction_id: str, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
     """The prediction with its job log."""
-    return _get(state, prediction_id, base, with_logs=True)
+    return _get(state, key, prediction_id, base, with_logs=True)
 
 
 @router.post("/predictions")
-def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
-    """Predictions, newest first, filtered by model, status and creation time."""
+def list_predictions(body: ListIn, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+    """The key's predictions (an admin key's: all), newest first, filtered by model, status and
+    creation time."""
     page = jobs.list_predictions(
         state.db,
+        visible_to=visible_to(key),
         page=body.page,
         page_size=body.page_size,
         model=body.model,
@@ -169,15 +193,17 @@ def list_predictions(body: ListIn, state: StateDep, _key: KeyDep, base: BaseUrlD
 
 
 @router.post("/predictions/delete")
-def delete_predictions(body: DeleteIn, state: StateDep, _key: KeyDep) -> dict[str, Any]:
+def delete_predictions(body: DeleteIn, state: StateDep, key: KeyDep) -> dict[str, Any]:
     """Delete finished (and queued) predictions with their output files; running ones are asked
-    to stop. Answers `{deleted, cancelling, not_found}`: each id in exactly one list."""
+    to stop. Answers `{deleted, cancelling, not_found}`: each id in exactly one list; another
+    key's predictions are `not_found`."""
     ids = list(dict.fromkeys(body.ids))
-    not_found = [i for i in ids if jobs.request_cancel(state.db, i) is None]
-    deleted = jobs.delete_predictions(state.db, ids)
-    for keys in deleted.values():
-        for key in keys:
-            state.storage.delete(key)
+    scope = visible_to(key)
+    not_found = [i for i in ids if jobs.request_cancel(state.db, i, scope) is None]
+    deleted = jobs.delete_predictions(state.db, ids, scope)
+    for storage_keys in deleted.values():
+        for storage_key in storage_keys:
+            state.storage.delete(storage_key)
     return envelope(
         {
             "deleted": [i for i in ids if i in deleted],
@@ -188,18 +214,19 @@ def delete_predictions(body: DeleteIn, state: StateDep, _key: KeyDep) -> dict[st
 
 
 @router.delete("/predictions/{prediction_id}", response_model=PredictionEnvelope)
-def cancel_prediction(prediction_id: str, state: StateDep, _key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+def cancel_prediction(prediction_id: str, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
     """Cancel a prediction: at once if queued, between steps if running."""
-    row = jobs.request_cancel(state.db, prediction_id)
+    row = jobs.request_cancel(state.db, prediction_id, visible_to(key))
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")
     return envelope(prediction_out(row, base).model_dump())
 
 
 @router.get("/webhook/secret", tags=["webhooks"])
-def get_webhook_secret(state: StateDep, _key: KeyDep) -> dict[str, Any]:
-    """The secret webhook signatures are made with (`whsec_...`)."""
-    return envelope({"secret": webhook_secret(state.db)})
+def get_webhook_secret(state: StateDep, key: KeyDep) -> dict[str, Any]:
+    """The secret the webhooks of this key's predictions are signed with (`whsec_...`); each key
+    has its own."""
+    return envelope({"secret": webhook_secret(state.db, key.id)})
 
 
 @router.post("/{model_id:path}", include_in_schema=False)

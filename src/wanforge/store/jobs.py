@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, true, update
 
 from wanforge.store.db import Database, is_row_id, utcnow
-from wanforge.store.tables import Prediction
+from wanforge.store.quotas import Limits, admit
+from wanforge.store.tables import OutputFile, Prediction
 from wanforge.vocabulary import TERMINAL, ErrorCode, Status, WebhookState
 
 CANCELLED_MESSAGE = "cancelled by request"
@@ -59,7 +60,12 @@ def create_prediction(
     max_attempts: int,
     api_key_id: str | None = None,
     webhook_url: str | None = None,
+    limits: Limits | None = None,
+    now: datetime | None = None,
 ) -> Prediction:
+    """Queue a new prediction. With `limits` (and a key) it is first admitted under them, in the
+    same transaction: OverLimit when it may not be (see `wanforge.store.quotas`)."""
+    now = now or utcnow()
     row = Prediction(
         id=new_id(),
         model=model,
@@ -72,7 +78,7 @@ def create_prediction(
         progress={},
         result={},
         logs=[],
-        created_at=utcnow(),
+        created_at=now,
         attempts=0,
         max_attempts=max_attempts,
         cancel_requested=False,
@@ -83,15 +89,28 @@ def create_prediction(
         webhook_error="",
     )
     with db.session() as s:
+        if limits is not None and api_key_id is not None:
+            admit(s, api_key_id, limits, now)
         s.add(row)
     return row
 
 
-def get_prediction(db: Database, prediction_id: str) -> Prediction | None:
+ANYONE: str | None = None  # `visible_to` of an admin key, or of the server itself: every row
+
+
+def _visible(visible_to: str | None) -> Any:
+    """Rows the key `visible_to` may see: its own; every row for ANYONE."""
+    return true() if visible_to is ANYONE else Prediction.api_key_id == visible_to
+
+
+def get_prediction(db: Database, prediction_id: str, visible_to: str | None = ANYONE) -> Prediction | None:
+    """The prediction, or None when there is none or it is not `visible_to`'s (the same answer)."""
     if not is_row_id(prediction_id):
         return None
     with db.session() as s:
-        return s.get(Prediction, prediction_id)
+        return s.scalars(
+            select(Prediction).where(Prediction.id == prediction_id, _visible(visible_to))
+        ).first()
 
 
 def get_status(db: Database, prediction_id: str) -> str | None:
@@ -227,7 +246,14 @@ def complete(
                 ended(Status.COMPLETED, outputs=outputs, result=json_safe(result), inference_ms=inference_ms)
             )
         )
-        return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        # the outputs are the prediction's key's: usable as its inputs, and no other key's
+        owner = s.scalar(select(Prediction.api_key_id).where(Prediction.id == prediction_id))
+        now = utcnow()
+        for key in dict.fromkeys(outputs):
+            s.merge(OutputFile(key=key, prediction_id=prediction_id, api_key_id=owner, created_at=now))
+        return True
 
 
 def fail(
@@ -249,10 +275,10 @@ def mark_cancelled(db: Database, prediction_id: str, worker_id: str) -> bool:
     return _update_owned(db, prediction_id, worker_id, **ended(Status.CANCELLED, error=CANCELLED_MESSAGE))
 
 
-def request_cancel(db: Database, prediction_id: str) -> Prediction | None:
+def request_cancel(db: Database, prediction_id: str, visible_to: str | None = ANYONE) -> Prediction | None:
     """Cancel a job: at once if no worker holds it (queued, or put back to wait), else flag it
-    for the worker to stop."""
-    if not is_row_id(prediction_id):
+    for the worker to stop. None (and nothing done) when there is no such job `visible_to` sees."""
+    if get_prediction(db, prediction_id, visible_to) is None:
         return None
     with db.session() as s:
         s.execute(
@@ -292,8 +318,9 @@ def list_predictions(
     status: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    visible_to: str | None = ANYONE,
 ) -> PredictionPage:
-    conditions: list[Any] = []
+    conditions: list[Any] = [_visible(visible_to)]
     if model:
         conditions.append(Prediction.model == model)
     if status:
@@ -316,17 +343,19 @@ def list_predictions(
     return PredictionPage(items=items, total=total)
 
 
-def delete_predictions(db: Database, ids: list[str]) -> dict[str, list[str]]:
-    """Delete finished predictions: {id: its output storage keys} of those deleted.
+def delete_predictions(db: Database, ids: list[str], visible_to: str | None = ANYONE) -> dict[str, list[str]]:
+    """Delete finished predictions `visible_to` sees: {id: its output storage keys} of those deleted.
 
     Running ones are left alone (the caller cancels them)."""
     deleted: dict[str, list[str]] = {}
     ids = [i for i in ids if is_row_id(i)]
     with db.session() as s:
-        for row in s.scalars(select(Prediction).where(Prediction.id.in_(ids))):
+        for row in s.scalars(select(Prediction).where(Prediction.id.in_(ids), _visible(visible_to))):
             if row.status in TERMINAL:
                 deleted[row.id] = list(row.outputs or [])
                 s.delete(row)
+        if deleted:
+            s.execute(delete(OutputFile).where(OutputFile.prediction_id.in_(list(deleted))))
     return deleted
 
 

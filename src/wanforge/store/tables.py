@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -38,6 +38,7 @@ class Prediction(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the key that made it: only that key (and admin keys) can see it; None = admin keys only
     api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # webhook delivery: state none | pending | delivered | failed
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -50,6 +51,7 @@ class Prediction(Base):
         Index("ix_predictions_webhook", "webhook_state", "webhook_next_at"),
         Index("ix_predictions_status_created", "status", "created_at"),
         Index("ix_predictions_created", "created_at"),
+        Index("ix_predictions_key_status", "api_key_id", "status"),
     )
 
 
@@ -63,6 +65,15 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # sees and manages every key's predictions
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # own limits; None = the server's default (WANFORGE_DEFAULT_RPM / _CONCURRENCY), 0 = unlimited
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # submissions counted in the fixed minute that starts at rate_window (store/quotas.py)
+    rate_window: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    rate_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Upload(Base):
@@ -78,6 +89,17 @@ class Upload(Base):
     put_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class OutputFile(Base):
+    """One output file of a prediction: whose it is, so it is usable as an input by its key only."""
+
+    __tablename__ = "output_files"
+
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Worker(Base):

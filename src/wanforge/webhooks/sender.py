@@ -86,10 +86,11 @@ class WebhookSender:
         rows = claim_due(self.db, claim_s=self.settings.webhook_timeout_s + 30, limit=free)
         if not rows:
             return []
-        secret = webhook_secret(self.db)
+        # each delivery is signed with its prediction's key's secret
+        secrets = {owner: webhook_secret(self.db, owner) for owner in {row.api_key_id for row in rows}}
         with self._lock:
             self._in_flight += len(rows)
-        return [self._pool.submit(self._deliver_in_thread, row, secret) for row in rows]
+        return [self._pool.submit(self._deliver_in_thread, row, secrets[row.api_key_id]) for row in rows]
 
     def send_due(self) -> int:
         """Start what is due and wait until those deliveries end; how many there were."""

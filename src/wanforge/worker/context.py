@@ -60,6 +60,19 @@ class JobContext:
             within_s=self.settings.store_retry_s,
         )
 
+    def check_owner(self, storage_key: str, what: str) -> None:
+        """Refuse (1402, as not found) this server's file `storage_key` unless it is the
+        prediction's key's own upload or output (any, for an admin key). The API checks this at
+        submit; this catches a file whose owner it could not know then."""
+        from wanforge.media.resolve import FILES_PREFIX
+        from wanforge.store.files import Access, file_access
+
+        if file_access(self.lease.db, storage_key, self.prediction.api_key_id) is not Access.OWN:
+            raise TaskError(
+                ErrorCode.MEDIA_ACCESS_FAILED,
+                f"cannot read {what}: upload not found: {what} URL points to {FILES_PREFIX}{storage_key}",
+            )
+
     def own_base_urls(self) -> list[str]:
         own = [self.prediction.server_base] if self.prediction.server_base else []
         if self.settings.public_url:
@@ -84,6 +97,8 @@ class JobContext:
 
         partial = target.with_name(target.name + ".part")
         key = own_file_key(url, self.own_base_urls())
+        if key is not None:
+            self.check_owner(key, what)
         try:
             if key is not None:
                 if not self.storage.exists(key):
@@ -111,8 +126,10 @@ class JobContext:
     def read_media(self, url: str, what: str, max_bytes: int | None = None) -> bytes:
         """Read a user-given media URL (own upload, data: URI or remote) under the fetch rules."""
         from wanforge.media.errors import MediaError
-        from wanforge.media.resolve import read_media
+        from wanforge.media.resolve import own_file_key, read_media
 
+        if (key := own_file_key(url.strip(), self.own_base_urls())) is not None:
+            self.check_owner(key, what)
         try:
             return read_media(
                 url,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from wanforge.config import Settings
 
 MEDIA_URL_HINT = "must be an http(s) URL, an upload URL of this server (/files/...) or a data: URI"
 # The umT5 encoder reads 512 tokens (about 2,000 characters of English); the rest is cut off
@@ -20,6 +22,13 @@ MEDIA_URL_HINT = "must be an http(s) URL, an upload URL of this server (/files/.
 PROMPT_MAX_CHARS = 4000
 # URLs (not data: URIs, which the JSON body cap bounds) are stored with the job and re-read often.
 URL_MAX_CHARS = 8192
+# Validation context of an input the API already took: settings-dependent checks are skipped, so a
+# worker re-reads a stored job whatever its own configuration.
+STORED_INPUT: dict[str, Any] = {"stored": True}
+PROMPT_EXPANSION_HINT = (
+    "prompt expansion is not configured on this server: the operator sets WANFORGE_PROMPT_EXPANSION_URL "
+    "(an OpenAI-compatible endpoint up to /v1) and WANFORGE_PROMPT_EXPANSION_MODEL; or send false"
+)
 
 
 def check_media_url(value: str) -> str:
@@ -100,9 +109,11 @@ class I2VInput(ModelInput):
 
     @field_validator("enable_prompt_expansion")
     @classmethod
-    def _expansion_configured(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("prompt expansion is not configured on this server; send false")
+    def _expansion_configured(cls, value: bool, info: ValidationInfo) -> bool:
+        stored = bool((info.context or {}).get("stored"))
+        # read from the environment only when asked for (about 1 ms); the API and its workers share it
+        if value and not stored and not Settings().prompt_expansion_configured:
+            raise ValueError(PROMPT_EXPANSION_HINT)
         return value
 
 

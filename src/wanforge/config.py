@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -90,6 +91,62 @@ class Settings(BaseSettings):
     # engine
     device: str | None = None
     memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")
+
+    # content safety (docs/safety.md): a detector checks sampled frames of every output video
+    content_checker: Literal["opennsfw", "none"] = Field(
+        default="opennsfw",
+        description="the detector: 'opennsfw' (Yahoo open_nsfw on onnxruntime, bundled) or 'none'",
+    )
+    nsfw_threshold: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="an output is flagged when a sampled frame scores this or more",
+    )
+    nsfw_policy: Literal["flag", "block"] = Field(
+        default="flag",
+        description="'flag': fill has_nsfw_contents; 'block': withhold a flagged output and fail with 1200",
+    )
+    nsfw_check_input: bool = Field(
+        default=False, description="also check the input image (under 'block' a flagged one fails with 1200)"
+    )
+    nsfw_frames: int = Field(default=8, ge=1, le=64, description="evenly spaced frames checked per video")
+
+    # prompt expansion (docs/safety.md): any OpenAI-compatible chat-completions endpoint
+    prompt_expansion_url: str | None = Field(
+        default=None, description="base URL up to /v1, e.g. http://127.0.0.1:8080/v1"
+    )
+    prompt_expansion_model: str | None = None
+    prompt_expansion_api_key: SecretStr | None = None
+    prompt_expansion_vision: bool = Field(
+        default=False, description="the model takes images: the input image is sent along, downscaled"
+    )
+    prompt_expansion_image_side: int = Field(
+        default=512, ge=64, le=2048, description="longest side of the image sent to a vision model"
+    )
+    prompt_expansion_timeout_s: float = Field(default=30.0, gt=0, description="limit of one request")
+    prompt_expansion_retries: int = Field(
+        default=2, ge=0, le=5, description="further tries after a timeout, a connection error or a 5xx/429"
+    )
+
+    @field_validator("prompt_expansion_url", "prompt_expansion_model", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("prompt_expansion_url")
+    @classmethod
+    def _http_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.strip().rstrip("/")
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL up to /v1, e.g. http://127.0.0.1:8080/v1")
+        return url
+
+    @property
+    def prompt_expansion_configured(self) -> bool:
+        return bool(self.prompt_expansion_url and self.prompt_expansion_model)
 
     @property
     def worker_stale_s(self) -> float:

@@ -13,6 +13,11 @@ from pydantic import BaseModel, Field
 from wanforge.store.tables import Prediction
 from wanforge.vocabulary import Status, WebhookState
 
+# keys of predictions.result shown as fields of their own (the worker writes them)
+NSFW = "nsfw"
+EXPANDED_PROMPT = "expanded_prompt"
+RENDERED_ELSEWHERE = frozenset({"seed", NSFW, EXPANDED_PROMPT})
+
 
 class Timings(BaseModel):
     inference: int | None = Field(default=None, description="inference time in milliseconds")
@@ -34,7 +39,8 @@ class PredictionOut(BaseModel):
     outputs: list[str] = Field(description="output URLs; empty until completed")
     urls: Urls
     has_nsfw_contents: list[bool] = Field(
-        description="one boolean per output from a real check; empty while no checker is configured"
+        description="one boolean per output from the content checker (true: flagged); empty until "
+        "completed, and while no checker is configured (WANFORGE_CONTENT_CHECKER=none)"
     )
     status: str = Field(description="created | processing | completed | failed | cancelled")
     created_at: str
@@ -44,6 +50,12 @@ class PredictionOut(BaseModel):
     error_code: int | None = None
     progress: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None
+    prompt: str | None = Field(default=None, description="the prompt as the client sent it")
+    expanded_prompt: str | None = Field(
+        default=None,
+        description="the prompt the video was generated from, when enable_prompt_expansion was true "
+        "and the expansion endpoint answered; null otherwise (then the prompt was used as sent)",
+    )
     attempts: int = 0
     started_at: str | None = None
     completed_at: str | None = None
@@ -72,13 +84,14 @@ def file_url(base: str, key: str) -> str:
 
 def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> PredictionOut:
     base = base.rstrip("/")
-    seed = row.result.get("seed") if row.result else None
+    result = row.result or {}
+    seed = result.get("seed")
     return PredictionOut(
         id=row.id,
         model=row.model,
         outputs=[file_url(base, key) for key in row.outputs] if row.status == Status.COMPLETED else [],
         urls=Urls(get=f"{base}/api/v3/predictions/{row.id}/result"),
-        has_nsfw_contents=[],
+        has_nsfw_contents=_nsfw_flags(row),
         status=row.status,
         created_at=iso(row.created_at) or "",
         error=row.error or "",
@@ -86,13 +99,27 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
         error_code=row.error_code,
         progress=row.progress or {},
         seed=seed if isinstance(seed, int) else None,
+        prompt=_text((row.input or {}).get("prompt")),
+        expanded_prompt=_text(result.get(EXPANDED_PROMPT)),
         attempts=row.attempts,
         started_at=iso(row.started_at),
         completed_at=iso(row.completed_at),
-        result={k: v for k, v in (row.result or {}).items() if k != "seed"},
+        result={k: v for k, v in result.items() if k not in RENDERED_ELSEWHERE},
         logs=list(row.logs or []) if with_logs else [],
         webhook=_webhook_out(row),
     )
+
+
+def _nsfw_flags(row: Prediction) -> list[bool]:
+    """The checker's verdicts, one per output, for a completed prediction that has them."""
+    flags = (row.result or {}).get(NSFW)
+    if row.status != Status.COMPLETED or not isinstance(flags, list) or len(flags) != len(row.outputs):
+        return []
+    return flags if all(isinstance(flag, bool) for flag in flags) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _webhook_out(row: Prediction) -> WebhookOut | None:

@@ -23,7 +23,7 @@ def _age(db: Database, worker_id: str, seconds: float) -> None:
 def test_public_health_names_no_host_pid_or_job(client: TestClient, db: Database) -> None:
     report_state(db, "host-a-4242-abcdef", WorkerState.READY, model="demo", job="job123")
     body = client.get("/health").json()
-    assert set(body) == {"status", "version", "worker"}
+    assert set(body) == {"status", "version", "worker", "content_checker"}
     assert body["status"] == "ok" and body["worker"] == "ready"
     assert "host-a" not in str(body) and "4242" not in str(body) and "job123" not in str(body)
 
@@ -37,7 +37,7 @@ def test_keyed_health_lists_workers(client: TestClient, db: Database, auth: dict
     assert worker["state"] == "ready"
     # a wrong key gets the public answer (still 200: load balancers probe without keys)
     bad = client.get("/health", headers={"Authorization": "Bearer wf_nope"})
-    assert bad.status_code == 200 and set(bad.json()) == {"status", "version", "worker"}
+    assert bad.status_code == 200 and set(bad.json()) == {"status", "version", "worker", "content_checker"}
 
 
 def test_keyed_health_names_the_model_not_its_server_path(
@@ -62,3 +62,32 @@ def test_a_loading_worker_is_not_stale_within_the_derived_window(
     assert client.get("/health").json()["worker"] == "loading"
     _age(db, "w-loading", 241)
     assert client.get("/health").json()["worker"] == "no_worker"
+
+
+def test_health_names_the_content_checker(
+    client: TestClient, settings: Settings, auth: dict[str, str]
+) -> None:
+    assert client.get("/health").json()["content_checker"] == "opennsfw"  # the default
+    keyed = client.get("/health", headers=auth).json()
+    assert keyed["content_checker"] == "opennsfw"
+    assert keyed["content_safety"] == {
+        "checker": "opennsfw",
+        "policy": "flag",
+        "threshold": 0.8,
+        "check_input": False,
+    }
+    assert keyed["prompt_expansion"] == {"configured": False, "model": None, "vision": False}
+    settings.content_checker = "none"
+    settings.prompt_expansion_url = "http://10.0.0.5:8080/v1"
+    settings.prompt_expansion_model = "qwen2.5-vl"
+    settings.prompt_expansion_vision = True
+    assert client.get("/health").json()["content_checker"] == "none"
+    keyed = client.get("/health", headers=auth).json()
+    assert keyed["content_safety"] == {
+        "checker": "none",
+        "policy": None,
+        "threshold": None,
+        "check_input": False,
+    }
+    assert keyed["prompt_expansion"] == {"configured": True, "model": "qwen2.5-vl", "vision": True}
+    assert "10.0.0.5" not in str(keyed)

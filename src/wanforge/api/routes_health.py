@@ -2,7 +2,8 @@
 
 Anyone may ask whether the service is ready (`status`, `worker`, `version`): load balancers
 probe without a key. The details (the model, each worker's id, pid, host, state and current job)
-are for a caller with a valid API key only.
+are for a caller with a valid API key only. Both name the content checker (`none` when no
+checker is active: then `has_nsfw_contents` stays empty).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Request
 from wanforge import __version__
 from wanforge.api.deps import StateDep
 from wanforge.api.guard import key_problem
+from wanforge.config import Settings
 from wanforge.store.tables import Worker
 from wanforge.store.workers import live_workers
 from wanforge.vocabulary import WorkerState
@@ -40,6 +42,24 @@ def model_label(model: str) -> str:
     return PurePosixPath(model.rstrip("/")).name or model
 
 
+def _features(settings: Settings) -> dict[str, Any]:
+    """Content safety and prompt expansion as configured (no address or key of the endpoint)."""
+    checker = settings.content_checker
+    return {
+        "content_safety": {
+            "checker": checker,
+            "policy": settings.nsfw_policy if checker != "none" else None,
+            "threshold": settings.nsfw_threshold if checker != "none" else None,
+            "check_input": settings.nsfw_check_input and checker != "none",
+        },
+        "prompt_expansion": {
+            "configured": settings.prompt_expansion_configured,
+            "model": settings.prompt_expansion_model if settings.prompt_expansion_configured else None,
+            "vision": settings.prompt_expansion_vision and settings.prompt_expansion_configured,
+        },
+    }
+
+
 @router.get("/health")
 def health(request: Request, state: StateDep) -> dict[str, Any]:
     try:
@@ -49,8 +69,14 @@ def health(request: Request, state: StateDep) -> dict[str, Any]:
             "status": "degraded",
             "version": __version__,
             "worker": f"unknown: store {type(exc).__name__}",
+            "content_checker": state.settings.content_checker,
         }
-    public: dict[str, Any] = {"status": "ok", "version": __version__, "worker": overall_state(workers)}
+    public: dict[str, Any] = {
+        "status": "ok",
+        "version": __version__,
+        "worker": overall_state(workers),
+        "content_checker": state.settings.content_checker,
+    }
     header = request.headers.get("authorization")
     if not header:
         return public
@@ -63,6 +89,7 @@ def health(request: Request, state: StateDep) -> dict[str, Any]:
     return {
         **public,
         "model": model_label(state.settings.model),
+        **_features(state.settings),
         "workers": [
             {
                 "id": w.id,

@@ -1,0 +1,1 @@
+"""Prompt expansion through an OpenAI-compatible chat-completions endpoint (no torch)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -232,11 +233,17 @@ class AdapterCache:
             adapter_name = adapter_name_for(req.sha256)
             if adapter_name in getattr(transformer, "peft_config", {}):  # left by an earlier cache
                 transformer.delete_adapters(adapter_name)  # type: ignore[operator]
-            self.pipe.load_lora_weights(
-                {f"transformer.{k}": v for k, v in fitted.lora.items()},
-                adapter_name=adapter_name,
-                load_into_transformer_2=expert == "low_noise",
-            )
+            with warnings.catch_warnings():  # many adapters in one model is the point of the cache
+                warnings.filterwarnings(
+                    "ignore", message="Already found a `peft_config`", category=UserWarning
+                )
+                self.pipe.load_lora_weights(
+                    {f"transformer.{k}": v for k, v in fitted.lora.items()},
+                    adapter_name=adapter_name,
+                    load_into_transformer_2=expert == "low_noise",
+                )
+            # peft makes a freshly wrapped layer's new adapter active: inactive until a request asks
+            transformer.set_adapters([], [])  # type: ignore[operator]
         deltas = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in fitted.deltas.items()}
         return LoadedAdapter(req.sha256, expert, parsed.format, adapter_name, deltas, fitted.notes)
 

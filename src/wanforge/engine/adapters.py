@@ -294,7 +294,7 @@ class AdapterCache:
         loaded = self.load(requests)
         loaded_at = self.clock()
         result, weights, deltas = _activation_plan(requests, loaded)
-        result.load_s = loaded_at - started
+        result.load_s = loaded_at - started if requests else 0.0
         originals: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         try:
             for expert in EXPERT_ORDER:
@@ -304,7 +304,7 @@ class AdapterCache:
                     scales = [weights[expert][n] for n in active]
                     transformer.set_adapters(active, scales)  # type: ignore[operator]
                 originals.extend(_add_deltas(transformer, deltas[expert]))
-            result.activate_s = self.clock() - loaded_at
+            result.activate_s = self.clock() - loaded_at if requests else 0.0
             yield result
         finally:
             with torch.no_grad():

@@ -158,7 +158,8 @@ def test_1080p_demo_generation_of_a_16_9_image(demo_loaded: LoadedModel, make_im
     assert result.frames.shape == (81, 1080, 1920, 3)
     assert result.frames.dtype == np.uint8
     assert (result.width, result.height, result.fps, result.seed) == (1920, 1080, 16, 42)
-    assert set(result.timings) == {"render_s", "upscale_s", "total_s"}
+    assert set(result.timings) == {"render_s", "upscale_s", "total_s", "lora_load_s", "lora_activate_s"}
+    assert (result.adapters, result.notes) == ([], [])
 
 
 def test_plan_for_the_real_profile() -> None:

@@ -15,7 +15,9 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 from PIL import Image
 
+from wanforge.engine.adapters import AdapterCache, AppliedLoras
 from wanforge.engine.loading import LoadedModel
+from wanforge.engine.loras import LoraRequest
 from wanforge.engine.profiles import ModelProfile
 from wanforge.engine.sizing import fit_image, generation_size, output_size
 from wanforge.engine.upscale import upscale_frames
@@ -39,6 +41,8 @@ class GenerationRequest:
     resolution: str
     seed: int
     duration_s: int = 5
+    # LoRAs to apply for this request only (see engine/adapters.py); `()` runs the base model.
+    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,10 @@ class GenerationResult:
     width: int
     height: int
     timings: dict[str, float] = field(default_factory=dict)
+    # one entry per applied LoRA per expert: {"sha256", "name", "scale", "expert", "format"}
+    adapters: list[dict[str, Any]] = field(default_factory=list)
+    # what was skipped in partially matching LoRA files (for the prediction's logs)
+    notes: list[str] = field(default_factory=list)
 
 
 def resolve_seed(seed: int) -> int:
@@ -168,10 +176,16 @@ def _step_callback(
 
 
 class Engine:
-    """Generates videos with one loaded model."""
+    """Generates videos with one loaded model.
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    ``lora_cache_size``: how many (LoRA file, expert) adapters stay loaded between requests.
+    """
+
+    def __init__(self, loaded: LoadedModel, lora_cache_size: int = 8) -> None:
         self.loaded = loaded
+        self.adapters = AdapterCache(
+            loaded.pipe, lora_cache_size, allow_deltas=loaded.memory_mode != "group_offload"
+        )
 
     def render(
         self,
@@ -183,8 +197,18 @@ class Engine:
 
         ``on_step(done, total)`` runs after every denoising step (``done`` = 1..total);
         ``should_cancel()`` is polled before the run and after every step, and a true answer
-        raises :class:`GenerationCancelled`.
+        raises :class:`GenerationCancelled`. A file in ``req.loras`` that is not a usable LoRA
+        for this model raises :class:`~wanforge.engine.loras.LoraError` before any step.
         """
+        frames, plan, _applied = self._render(req, on_step, should_cancel)
+        return frames, plan
+
+    def _render(
+        self,
+        req: GenerationRequest,
+        on_step: StepCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> tuple[np.ndarray, GenerationPlan, AppliedLoras]:
         if not 0 <= req.seed <= MAX_SEED:
             raise ValueError(
                 f"seed must be resolved to 0..{MAX_SEED} first (see resolve_seed), got {req.seed}"
@@ -198,14 +222,17 @@ class Engine:
         pipe = self.loaded.pipe
         callback = _step_callback(on_step, should_cancel)
         try:
-            with cpu_threads(self.loaded.device, self.loaded.profile.cpu_threads):
+            with (
+                self.adapters.applied(req.loras) as applied,
+                cpu_threads(self.loaded.device, self.loaded.profile.cpu_threads),
+            ):
                 frames = run_pipeline(pipe, fitted, req.prompt, plan, generator, callback)
         except Exception:
             # Offload the model that was running, as a finished call does; keep the first error.
             with suppress(Exception):
                 pipe.maybe_free_model_hooks()
             raise
-        return frames, plan
+        return frames, plan, applied
 
     def generate(
         self,
@@ -215,7 +242,7 @@ class Engine:
     ) -> GenerationResult:
         """Generate uint8 frames ``(F, height, width, 3)`` at the output size of ``req.resolution``."""
         started = time.perf_counter()
-        raw, plan = self.render(req, on_step=on_step, should_cancel=should_cancel)
+        raw, plan, applied = self._render(req, on_step, should_cancel)
         rendered = time.perf_counter()
         frames = upscale_frames(to_uint8(raw), plan.width, plan.height)
         finished = time.perf_counter()
@@ -229,5 +256,9 @@ class Engine:
                 "render_s": rendered - started,
                 "upscale_s": finished - rendered,
                 "total_s": finished - started,
+                "lora_load_s": applied.load_s,
+                "lora_activate_s": applied.activate_s,
             },
+            adapters=applied.adapters,
+            notes=applied.notes,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from safetensors import safe_open
@@ -115,3 +116,104 @@ def test_train_refuses_steps_out_of_range(tmp_path: Path) -> None:
     bad.write_bytes(b"x")
     result = runner.invoke(app, ["train", str(bad), "--steps", "10"])
     assert result.exit_code != 0 and "--steps" in result.output
+
+
+def _lora(path: Path, fill: float = 1.0) -> Path:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"blocks.0.lora_A.weight": np.full((2, 4), fill, dtype=np.float32)}, str(path))
+    return path
+
+
+class _Captured:
+    """Stands in for the engine: records the request, returns 9 black frames."""
+
+    requests: ClassVar[list[object]] = []
+
+    def __init__(self, loaded: object) -> None:
+        pass
+
+    def generate(self, req: object, **kwargs: object) -> object:
+        import numpy as np
+
+        from wanforge.engine.generate import GenerationResult
+
+        self.requests.append(req)
+        return GenerationResult(np.zeros((9, 16, 16, 3), np.uint8), 16, 1, 16, 16)
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    from wanforge.engine import generate, loading
+
+    monkeypatch.setattr(generate, "Engine", _Captured)
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: None)
+    _Captured.requests = []
+    return _Captured.requests
+
+
+def test_generate_passes_loras_last_image_and_duration(tmp_path: Path, captured: list[object]) -> None:
+    import hashlib
+
+    image, last = tmp_path / "in.png", tmp_path / "last.png"
+    image.write_bytes(png_bytes(160, 90))
+    last.write_bytes(png_bytes(64, 48, seed=3))
+    both, high, low = (_lora(tmp_path / f"{n}.safetensors", i) for i, n in enumerate(("both", "high", "low")))
+    args = ["generate", str(image), "-p", "x", "--seed", "1", "-o", str(tmp_path / "o.mp4")]
+    args += ["--duration", "8", "--last-image", str(last), "--lora", str(both)]
+    args += [
+        "--high-noise-lora",
+        f"{high}:0.5",
+        "--high-noise-lora",
+        f"{both}:4",
+        "--low-noise-lora",
+        f"{low}:0",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (req,) = captured
+    assert req.duration_s == 8 and req.last_image.size == (64, 48)  # type: ignore[attr-defined]
+    assert [(r.file, r.scale, sorted(r.experts), r.name) for r in req.loras] == [  # type: ignore[attr-defined]
+        (both, 1.0, ["high_noise", "low_noise"], "both.safetensors"),
+        (high, 0.5, ["high_noise"], "high.safetensors"),
+        (both, 4.0, ["high_noise"], "both.safetensors"),
+        (low, 0.0, ["low_noise"], "low.safetensors"),
+    ]
+    assert req.loras[0].sha256 == hashlib.sha256(both.read_bytes()).hexdigest()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--lora", "{lora}:5", "SCALE must be in 0..4, got 5"),
+        ("--lora", "{lora}:-1", "SCALE must be in 0..4, got -1"),
+        ("--high-noise-lora", "{lora}:strong", "SCALE after ':' must be a number"),
+        ("--low-noise-lora", "{dir}/missing.safetensors", "no such file"),
+        ("--lora", "{dir}/model.pt", "convert it to .safetensors"),
+        ("--lora", "{dir}/fake.safetensors", "not a safetensors file"),
+        ("--duration", "6", "must be 5 or 8"),
+    ],
+)
+def test_generate_refuses_bad_lora_options(
+    tmp_path: Path, captured: list[object], option: str, value: str, needle: str
+) -> None:
+    image = tmp_path / "in.png"
+    image.write_bytes(png_bytes())
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04")
+    (tmp_path / "fake.safetensors").write_bytes(b"<html>nope</html>")
+    lora = _lora(tmp_path / "ok.safetensors")
+    result = runner.invoke(
+        app, ["generate", str(image), "-p", "x", option, value.format(lora=lora, dir=tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert option in result.output and needle in " ".join(result.output.split())
+    assert captured == []
+
+
+def test_generate_takes_at_most_3_loras_per_list(tmp_path: Path, captured: list[object]) -> None:
+    image = tmp_path / "in.png"
+    image.write_bytes(png_bytes())
+    lora = str(_lora(tmp_path / "ok.safetensors"))
+    result = runner.invoke(app, ["generate", str(image), "-p", "x", *["--low-noise-lora", lora] * 4])
+    assert result.exit_code == 2 and "at most 3" in result.output and "--low-noise-lora" in result.output

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from wanforge.config import Settings
+from wanforge.media.lora_files import LORA_PATH_MAX_CHARS, check_lora_path
 
 MEDIA_URL_HINT = "must be an http(s) URL, an upload URL of this server (/files/...) or a data: URI"
 # The umT5 encoder reads 512 tokens (about 2,000 characters of English); the rest is cut off
@@ -146,6 +147,93 @@ class LoraTrainerInput(ModelInput):
         return value.strip()
 
 
+MAX_LORAS_PER_LIST = 3
+LORA_MAX_SCALE = 4.0
+
+
+class LoraEntry(WireInput):
+    """One LoRA of a request: where the .safetensors file is, and how strongly it applies."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt `scale` must not silently become 1.0
+
+    path: str = Field(
+        min_length=1,
+        max_length=LORA_PATH_MAX_CHARS,
+        description="The LoRA file (.safetensors only): an http(s) URL, a URL of this server's own "
+        "files (`/files/...`: an upload or a trainer output), or the name of a file in the "
+        "server's LoRA directory (`WANFORGE_LORA_DIR`).",
+    )
+    scale: float = Field(default=1.0, ge=0.0, le=LORA_MAX_SCALE, description="The LoRA's strength.")
+
+    _path = field_validator("path")(check_lora_path)
+
+
+LoraList = list[LoraEntry]
+
+
+def _lora_list(applies_to: str) -> LoraList:
+    return Field(
+        default_factory=list,
+        max_length=MAX_LORAS_PER_LIST,
+        description=f"At most {MAX_LORAS_PER_LIST} LoRAs applied to {applies_to}.",
+    )
+
+
+class I2VLoraInput(ModelInput):
+    """Wan 2.2 image-to-video with LoRAs: an image (and optionally a last frame) and a prompt to
+    a 5- or 8-second video, with up to 3 LoRAs for both experts and 3 for each expert alone."""
+
+    image: str = Field(
+        description="The image for generating the output: an http(s) URL (at most "
+        f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
+        min_length=1,
+    )
+    prompt: str = Field(
+        description="The positive prompt for the generation.", min_length=1, max_length=PROMPT_MAX_CHARS
+    )
+    negative_prompt: str = Field(
+        default="", description="The negative prompt for the generation.", max_length=PROMPT_MAX_CHARS
+    )
+    last_image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The last frame of the video (first-last-frame generation); same forms as `image`.",
+    )
+    duration: Literal[5, 8] = Field(
+        default=5, description="The duration of the generated media in seconds (81 or 129 frames at 16 fps)."
+    )
+    seed: int = Field(
+        default=-1,
+        ge=-1,
+        le=2147483647,
+        description="The random seed to use for the generation. -1 means a random seed will be used.",
+    )
+    loras: LoraList = _lora_list("both experts (high-noise `transformer` and low-noise `transformer_2`)")
+    high_noise_loras: LoraList = _lora_list("the high-noise expert (`transformer`) only")
+    low_noise_loras: LoraList = _lora_list("the low-noise expert (`transformer_2`) only")
+
+    _image_url = field_validator("image")(check_media_url)
+
+    @field_validator("last_image")
+    @classmethod
+    def _last_image_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_media_url(value)
+
+
+class I2V480pLoraInput(I2VLoraInput):
+    """Wan 2.2 image-to-video 480p with LoRAs."""
+
+
+class I2V720pLoraInput(I2VLoraInput):
+    """Wan 2.2 image-to-video 720p with LoRAs."""
+
+
+class ImageToVideoLoraInput(I2VLoraInput):
+    """Wan 2.2 image-to-video with LoRAs, at the `resolution` asked for."""
+
+    resolution: Literal["480p", "720p"] = Field(default="480p", description="The resolution of the video.")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
@@ -191,6 +279,26 @@ MODELS: dict[str, ModelSpec] = {
         _i2v("720p"),
         _i2v("1080p"),
         ModelSpec(
+            id="wavespeed-ai/wan-2.2/i2v-480p-lora",
+            kind=TaskKind.GENERATE,
+            input_model=I2V480pLoraInput,
+            resolution="480p",
+            summary="Wan 2.2 image-to-video with LoRAs, 5 or 8 s at 480p",
+        ),
+        ModelSpec(
+            id="wavespeed-ai/wan-2.2/i2v-720p-lora",
+            kind=TaskKind.GENERATE,
+            input_model=I2V720pLoraInput,
+            resolution="720p",
+            summary="Wan 2.2 image-to-video with LoRAs, 5 or 8 s at 720p",
+        ),
+        ModelSpec(
+            id="wavespeed-ai/wan-2.2/image-to-video-lora",
+            kind=TaskKind.GENERATE,
+            input_model=ImageToVideoLoraInput,
+            summary="Wan 2.2 image-to-video with LoRAs, 5 or 8 s at 480p or 720p (`resolution`)",
+        ),
+        ModelSpec(
             id="wavespeed-ai/wan-2.2-i2v-lora-trainer",
             kind=TaskKind.TRAIN,
             input_model=LoraTrainerInput,
@@ -202,3 +310,11 @@ MODELS: dict[str, ModelSpec] = {
 
 def get_model(model_id: str) -> ModelSpec | None:
     return MODELS.get(model_id.strip("/"))
+
+
+def generation_resolution(spec: ModelSpec, inp: BaseModel) -> str | None:
+    """The resolution a generation job asks for: the model's own, or its input's `resolution`."""
+    if spec.resolution is not None:
+        return spec.resolution
+    chosen = getattr(inp, "resolution", None)
+    return chosen if isinstance(chosen, str) else None

@@ -122,6 +122,54 @@ def worker(data_dir: DataDirOpt = None, database_url: DbOpt = None, model: Model
     loop.run_forever()
 
 
+MAX_CLI_LORAS = 3
+LORA_ARG = "PATH[:SCALE]"
+
+
+def parse_lora(value: str, option: str) -> tuple[Path, float]:
+    """`style.safetensors:0.8` -> (path, 0.8); no `:SCALE` -> scale 1.0. A path that itself
+    contains `:` is taken whole when the text after the last `:` is not a number."""
+    path, scale = value, 1.0
+    head, sep, tail = value.rpartition(":")
+    if sep and head:
+        try:
+            scale = float(tail)
+            path = head
+        except ValueError:
+            if not Path(value).exists():
+                raise typer.BadParameter(
+                    f"{value!r}: SCALE after ':' must be a number in 0..4", param_hint=option
+                ) from None
+    if not 0.0 <= scale <= 4.0:
+        raise typer.BadParameter(f"{value!r}: SCALE must be in 0..4, got {scale:g}", param_hint=option)
+    return Path(path), scale
+
+
+def cli_loras(groups: list[tuple[str, list[str] | None, frozenset[Any]]], max_bytes: int) -> tuple[Any, ...]:
+    """Each `--lora` / `--high-noise-lora` / `--low-noise-lora` to a checked LoraRequest."""
+    from wanforge.engine.loras import LoraRequest
+    from wanforge.media.lora_files import LoraFileError, check_safetensors, lora_source, sha256_file
+
+    requests = []
+    for option, values, experts in groups:
+        if len(values or []) > MAX_CLI_LORAS:
+            raise typer.BadParameter(f"at most {MAX_CLI_LORAS} may be given", param_hint=option)
+        for value in values or []:
+            path, scale = parse_lora(value, option)
+            try:
+                lora_source(path.name)  # the name rules, pickles refused with the convert hint
+                if not path.is_file():
+                    raise LoraFileError("no such file")
+                size = path.stat().st_size
+                if size > max_bytes:
+                    raise LoraFileError(f"{size} bytes is over the limit (WANFORGE_MAX_LORA_BYTES)")
+                check_safetensors(path, size)
+            except LoraFileError as exc:
+                raise typer.BadParameter(f"{str(path)!r}: {exc}", param_hint=option) from exc
+            requests.append(LoraRequest(path, sha256_file(path), scale, experts, path.name))
+    return tuple(requests)
+
+
 @app.command()
 def generate(
     image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="input image")],
@@ -131,12 +179,32 @@ def generate(
     seed: Annotated[int, typer.Option(help="-1 = random")] = -1,
     negative_prompt: Annotated[str, typer.Option("--negative-prompt")] = "",
     model: ModelOpt = None,
+    duration: Annotated[int, typer.Option(help="seconds: 5 (81 frames) or 8 (129 frames)")] = 5,
+    last_image: Annotated[
+        Path | None,
+        typer.Option("--last-image", exists=True, dir_okay=False, help="the video's last frame"),
+    ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option("--lora", metavar=LORA_ARG, help="a LoRA for both experts (repeatable, up to 3)"),
+    ] = None,
+    high_noise_lora: Annotated[
+        list[str] | None,
+        typer.Option("--high-noise-lora", metavar=LORA_ARG, help="a LoRA for the high-noise expert only"),
+    ] = None,
+    low_noise_lora: Annotated[
+        list[str] | None,
+        typer.Option("--low-noise-lora", metavar=LORA_ARG, help="a LoRA for the low-noise expert only"),
+    ] = None,
 ) -> None:
-    """Make one video from the command line, without a server."""
+    """Make one video from the command line, without a server.
+
+    LoRAs are local .safetensors files, `PATH` or `PATH:SCALE` (scale 0..4, default 1)."""
     from rich.progress import Progress
 
     from wanforge.engine.generate import Engine, GenerationRequest, resolve_seed
     from wanforge.engine.loading import load_pipeline
+    from wanforge.engine.loras import BOTH
     from wanforge.engine.video import write_mp4
     from wanforge.media.images import decode_image
 
@@ -144,8 +212,19 @@ def generate(
         raise typer.BadParameter("must be 480p, 720p or 1080p", param_hint="--resolution")
     if not -1 <= seed <= 2147483647:
         raise typer.BadParameter("must be -1 or 0..2147483647", param_hint="--seed")
+    if duration not in (5, 8):
+        raise typer.BadParameter("must be 5 or 8", param_hint="--duration")
     settings = load_settings(model=model)
+    loras = cli_loras(
+        [
+            ("--lora", lora, BOTH),
+            ("--high-noise-lora", high_noise_lora, frozenset({"high_noise"})),
+            ("--low-noise-lora", low_noise_lora, frozenset({"low_noise"})),
+        ],
+        settings.max_lora_bytes,
+    )
     img = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
+    last = decode_image(last_image.read_bytes(), max_pixels=settings.max_image_pixels) if last_image else None
     with Progress() as progress:
         task = progress.add_task(f"loading {settings.model}", total=None)
         engine = Engine(
@@ -160,11 +239,16 @@ def generate(
                 negative_prompt=negative_prompt,
                 resolution=resolution,
                 seed=used_seed,
+                duration_s=duration,
+                loras=loras,
+                last_image=last,
             ),
             on_step=lambda i, n: progress.update(task, completed=i, total=n),
         )
         progress.update(task, description="encoding")
         write_mp4(result.frames, out, result.fps)
+    for note in result.notes:  # what a partly matching LoRA file left out
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"{out}: {result.width}x{result.height}, {result.frames.shape[0]} frames, seed {used_seed}")
 
 

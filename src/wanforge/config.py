@@ -148,6 +148,24 @@ class Settings(BaseSettings):
     def prompt_expansion_configured(self) -> bool:
         return bool(self.prompt_expansion_url and self.prompt_expansion_model)
 
+    # LoRAs for the image-to-video LoRA models (issue 7; docs/api.md "LoRAs")
+    lora_dir: Path | None = Field(
+        default=None,
+        description="directory of operator-provided .safetensors LoRAs that a request may name by "
+        "file name; unset: requests can only give URLs",
+    )
+    max_lora_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024, description="the largest LoRA file accepted, by any route"
+    )
+    lora_timeout_s: float = Field(
+        default=600.0, description="time limit for downloading one LoRA file (up to 2 GiB by default)"
+    )
+
+    @property
+    def lora_cache_dir(self) -> Path:
+        """Downloaded LoRA files, named by their content's sha256."""
+        return self.data_dir / "loras"
+
     @property
     def worker_stale_s(self) -> float:
         """A worker silent this long counts as gone for /health. A loading or idle worker reports

@@ -8,18 +8,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from wanforge.store.tables import Prediction
 from wanforge.vocabulary import Status, WebhookState
 
-# keys of predictions.result shown as fields of their own (the worker writes them)
+# keys of predictions.result shown as fields of their own (the worker writes them): the seed,
+# the checker's verdicts, the expanded prompt, `timings` beside `timings.inference`, and
+# `named_outputs` ({name: storage key}) as `{name: URL}` in `result` once completed
 NSFW = "nsfw"
 EXPANDED_PROMPT = "expanded_prompt"
-RENDERED_ELSEWHERE = frozenset({"seed", NSFW, EXPANDED_PROMPT})
+TIMINGS_KEY = "timings"
+NAMED_OUTPUTS_KEY = "named_outputs"
+RENDERED_ELSEWHERE = frozenset({"seed", NSFW, EXPANDED_PROMPT, TIMINGS_KEY, NAMED_OUTPUTS_KEY})
 
 
 class Timings(BaseModel):
+    """`inference` (ms) as WaveSpeed sends it; a LoRA job adds `lora_fetch`, `lora_load` and
+    `lora_activate` (ms): getting the files, loading adapters not yet cached, switching them on."""
+
+    model_config = ConfigDict(extra="allow")
+
     inference: int | None = Field(default=None, description="inference time in milliseconds")
 
 
@@ -82,6 +91,22 @@ def file_url(base: str, key: str) -> str:
     return f"{base.rstrip('/')}/files/{key}"
 
 
+def _extra_timings(result: dict[str, Any]) -> dict[str, int]:
+    extra = result.get(TIMINGS_KEY)
+    if not isinstance(extra, dict):
+        return {}
+    return {k: v for k, v in extra.items() if isinstance(v, int) and k != "inference"}
+
+
+def _shown_result(row: Prediction, base: str) -> dict[str, Any]:
+    result = row.result or {}
+    shown = {k: v for k, v in result.items() if k not in RENDERED_ELSEWHERE}
+    named = result.get(NAMED_OUTPUTS_KEY)
+    if isinstance(named, dict) and row.status == Status.COMPLETED:
+        shown.update({name: file_url(base, key) for name, key in named.items() if isinstance(key, str)})
+    return shown
+
+
 def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> PredictionOut:
     base = base.rstrip("/")
     result = row.result or {}
@@ -95,7 +120,7 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
         status=row.status,
         created_at=iso(row.created_at) or "",
         error=row.error or "",
-        timings=Timings(inference=row.inference_ms),
+        timings=Timings(**_extra_timings(result), inference=row.inference_ms),
         error_code=row.error_code,
         progress=row.progress or {},
         seed=seed if isinstance(seed, int) else None,
@@ -104,7 +129,7 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
         attempts=row.attempts,
         started_at=iso(row.started_at),
         completed_at=iso(row.completed_at),
-        result={k: v for k, v in result.items() if k not in RENDERED_ELSEWHERE},
+        result=_shown_result(row, base),
         logs=list(row.logs or []) if with_logs else [],
         webhook=_webhook_out(row),
     )

@@ -202,3 +202,60 @@ def test_an_unresolved_seed_is_refused(engine_with: EngineFactory, make_image: I
 def test_to_uint8_rounds_and_clips() -> None:
     floats = np.array([-0.1, 0.0, 0.6 / 255, 0.499, 1.0, 1.2], dtype=np.float32)
     assert to_uint8(floats).tolist() == [0, 0, 1, 127, 255, 255]
+
+
+def test_duration_8_gives_129_frames(engine_with: EngineFactory, make_image: ImageFactory) -> None:
+    # the real 16 fps: 8 s -> 16 * 8 + 1 = 129 frames, denoised and delivered
+    result = engine_with(steps=1, fps=16).generate(
+        GenerationRequest(make_image(112, 64), PROMPT, "", "480p", seed=3, duration_s=8)
+    )
+    assert result.frames.shape == (129, 480, 832, 3)
+    assert result.fps == 16
+
+
+def test_last_image_equals_diffusers_own_last_image_call(
+    demo_loaded: LoadedModel, make_image: ImageFactory
+) -> None:
+    image, last = make_image(112, 64, seed=3), make_image(112, 64, seed=11)
+    engine = Engine(replace(demo_loaded, profile=replace(DEMO, steps=2)))
+    req = GenerationRequest(image, PROMPT, "blurry", "480p", seed=21, duration_s=1, last_image=last)
+    ours, _ = engine.render(req)
+
+    components = build_demo_components()
+    components.scheduler = build_scheduler(3.0)
+    pipe = WanImageToVideoPipeline(**components.as_kwargs())
+    pipe.set_progress_bar_config(disable=True)
+    reference = pipe(
+        image=image,
+        last_image=last,
+        prompt=PROMPT,
+        negative_prompt="blurry",
+        height=64,
+        width=112,
+        num_frames=17,
+        num_inference_steps=2,
+        guidance_scale=3.5,
+        guidance_scale_2=3.5,
+        generator=torch.Generator("cpu").manual_seed(21),
+        output_type="np",
+    ).frames[0]
+    assert ours.shape == reference.shape == (17, 64, 112, 3)
+    assert np.abs(ours - reference).max() <= 1e-4
+
+    without, _ = engine.render(replace(req, last_image=None))
+    assert np.abs(ours - without).mean() > 1e-3  # the last frame changes the video
+
+
+def test_last_image_is_fitted_like_the_first(engine_with: EngineFactory, make_image: ImageFactory) -> None:
+    """A last image of another size and mode is made RGB and cropped to the generation size."""
+    from wanforge.engine.sizing import fit_image
+    from wanforge.media.images import normalize_image
+
+    engine = engine_with(steps=1)
+    image = make_image(112, 64, seed=3)
+    odd = make_image(90, 90, seed=11).convert("RGBA")
+    req = GenerationRequest(image, PROMPT, "", "480p", seed=1, duration_s=1, last_image=odd)
+    a, _ = engine.render(req)
+    b, _ = engine.render(replace(req, last_image=fit_image(normalize_image(odd), 112, 64)))
+    assert a.shape == (9, 64, 112, 3)
+    assert np.array_equal(a, b)

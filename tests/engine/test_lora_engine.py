@@ -31,7 +31,8 @@ from wanforge.engine.demo import transformer_config
 from wanforge.engine.generate import Engine, GenerationRequest, plan_generation, run_pipeline
 from wanforge.engine.loading import LoadedModel, load_pipeline
 from wanforge.engine.loras import LoraError, LoraRequest
-from wanforge.engine.sizing import fit_image, prepare_image
+from wanforge.engine.sizing import fit_image
+from wanforge.media.images import normalize_image
 from wanforge.training.export import to_wan_state_dict
 from wanforge.training.lora import add_lora, lora_state_dict
 
@@ -102,7 +103,7 @@ def plain_diffusers_call(loaded: LoadedModel, req: GenerationRequest) -> np.ndar
     """The pipeline call the engine makes, without the engine (whose adapter switch would turn
     adapters loaded behind its back off)."""
     plan = plan_generation(loaded.profile, req)
-    fitted = fit_image(prepare_image(req.image), plan.gen_width, plan.gen_height)
+    fitted = fit_image(normalize_image(req.image), plan.gen_width, plan.gen_height)
     generator = torch.Generator().manual_seed(req.seed)
     with torch.random.fork_rng(devices=[]):
         return run_pipeline(loaded.pipe, fitted, req.prompt, plan, generator)

@@ -19,6 +19,9 @@ from wanforge.media import fetch
 from wanforge.media.errors import MediaError, TooLarge
 from wanforge.media.fetch import FetchedFile, fetch_to_file
 from wanforge.media.storage import LocalStorage
+from wanforge.store import uploads
+from wanforge.store.db import Database
+from wanforge.store.migrate import upgrade
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker import train_task
 from wanforge.worker.context import JobContext, TaskError
@@ -84,13 +87,16 @@ def test_fetch_url_still_names_the_image_limit(http_server: LocalServer) -> None
 
 
 def job_context(settings: Settings, tmp_path: Path) -> JobContext:
-    """A context with only what fetching needs (no store: fetching writes no rows)."""
-    prediction = SimpleNamespace(server_base=None, input={}, id="p" * 32, result={})
+    """A context with only what fetching needs: the store says whose an own file is."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url())
+    db = Database(settings.resolved_database_url())
+    prediction = SimpleNamespace(server_base=None, input={}, id="p" * 32, result={}, api_key_id=None)
     return JobContext(
         settings=settings,
         storage=LocalStorage(settings.storage_dir),
         prediction=cast(Any, prediction),
-        lease=cast(Any, None),
+        lease=cast(Any, SimpleNamespace(db=db, should_stop=lambda: False)),
         progress=cast(Any, SimpleNamespace(report=lambda *a, **k: None, log=lambda *a: None)),
         job_dir=tmp_path / "job",
     )
@@ -118,6 +124,15 @@ def test_worker_fetch_to_file_refuses_an_oversized_own_upload_by_its_setting(
     ctx = job_context(settings, tmp_path)
     key = ctx.storage.new_key("uploads", "data.zip")
     ctx.storage.put_bytes(key, b"z" * 3000)
+    uploads.create_upload(
+        ctx.lease.db,
+        key=key,
+        filename="data.zip",
+        content_type="application/zip",
+        declared_size=3000,
+        put_token=None,
+        api_key_id=None,
+    )
     with pytest.raises(TaskError) as info:
         ctx.fetch_to_file(
             f"/files/{key}",

@@ -53,8 +53,25 @@ def error_response(
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+    """`("body", "loras", 0, "scale")` -> `loras[0].scale`: list positions as indices."""
+    name = ""
+    for part in loc:
+        if part == "body" and not name:
+            continue
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _too_many(error: dict[str, Any], field: str) -> tuple[str, str] | None:
+    """A list over its maximum length names its first entry over the limit: `loras[3]`."""
+    ctx = error.get("ctx") or {}
+    limit = ctx.get("max_length")
+    if error.get("type") != "too_long" or not isinstance(error.get("input"), list) or limit is None:
+        return None
+    return f"{field}[{limit}]", f"at most {limit} entries are allowed, got {len(error['input'])}"
 
 
 def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
@@ -75,6 +92,8 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
     if field == "body":
         return ErrorCode.INVALID_PARAMETER, f"invalid request body: {first.get('msg', 'invalid')}"
     detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if (too_many := _too_many(first, field)) is not None:
+        field, detail = too_many
     return ErrorCode.INVALID_PARAMETER, f"invalid parameter {field}: {detail}"
 
 

@@ -82,7 +82,10 @@ def transformer_config() -> dict[str, Any]:
         "num_layers": 2,
         "cross_attn_norm": True,
         "qk_norm": "rms_norm_across_heads",
-        "rope_max_seq_len": 32,
+        # the real model's value: rotary positions for up to 1024 latent frames (an 8-second
+        # video has 33; at 32 the demo could not make one). A position's angle does not depend
+        # on this length, so shorter videos are unchanged.
+        "rope_max_seq_len": 1024,
     }
 
 

@@ -43,6 +43,8 @@ class GenerationRequest:
     duration_s: int = 5
     # LoRAs to apply for this request only (see engine/adapters.py); `()` runs the base model.
     loras: tuple[LoraRequest, ...] = ()
+    # first-last-frame generation: the video ends on this image (fitted to the size like `image`)
+    last_image: Image.Image | None = None
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,16 @@ def run_pipeline(
     plan: GenerationPlan,
     generator: torch.Generator,
     callback: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None = None,
+    last_image: Image.Image | None = None,
 ) -> np.ndarray:
-    """One diffusers pipeline call; float32 frames ``(F, gen_height, gen_width, 3)`` in ``[0, 1]``."""
+    """One diffusers pipeline call; float32 frames ``(F, gen_height, gen_width, 3)`` in ``[0, 1]``.
+
+    ``last_image`` (already at the generation size) makes the video end on it: the pipeline
+    VAE-encodes it as the last frame of the condition, beside the first."""
     pipe.scheduler = make_scheduler(pipe.scheduler.config, plan.flow_shift)
     output = pipe(
         image=image,
+        last_image=last_image,
         prompt=prompt,
         negative_prompt=plan.negative_prompt,
         height=plan.gen_height,
@@ -218,6 +225,11 @@ class Engine:
         req = replace(req, image=normalize_image(req.image))
         plan = plan_generation(self.loaded.profile, req)
         fitted = fit_image(req.image, plan.gen_width, plan.gen_height)
+        last = (
+            None
+            if req.last_image is None
+            else fit_image(normalize_image(req.last_image), plan.gen_width, plan.gen_height)
+        )
         generator = torch.Generator(device=self.loaded.device).manual_seed(req.seed)
         pipe = self.loaded.pipe
         callback = _step_callback(on_step, should_cancel)
@@ -226,7 +238,7 @@ class Engine:
                 self.adapters.applied(req.loras) as applied,
                 cpu_threads(self.loaded.device, self.loaded.profile.cpu_threads),
             ):
-                frames = run_pipeline(pipe, fitted, req.prompt, plan, generator, callback)
+                frames = run_pipeline(pipe, fitted, req.prompt, plan, generator, callback, last)
         except Exception:
             # Offload the model that was running, as a finished call does; keep the first error.
             with suppress(Exception):

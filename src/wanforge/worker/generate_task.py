@@ -1,11 +1,21 @@
-"""The image-to-video task: read the image, run the engine, encode the MP4, store it."""
+"""The image-to-video task: read the image(s) and LoRAs, run the engine, encode the MP4, store it."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from wanforge.catalog import STORED_INPUT, I2VInput, get_model
-from wanforge.engine.generate import Engine, GenerationCancelled, GenerationRequest, resolve_seed
+from PIL import Image
+
+from wanforge.catalog import STORED_INPUT, I2VInput, I2VLoraInput, generation_resolution, get_model
+from wanforge.engine.generate import (
+    Engine,
+    GenerationCancelled,
+    GenerationRequest,
+    GenerationResult,
+    resolve_seed,
+)
+from wanforge.engine.loras import LoraError
 from wanforge.engine.video import write_mp4
 from wanforge.media.errors import MediaError
 from wanforge.media.images import decode_image
@@ -13,36 +23,51 @@ from wanforge.safety.checker import ContentChecker
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
 from wanforge.worker.expansion import prompt_for
+from wanforge.worker.lora_sources import ResolvedLoras, resolve_loras
 from wanforge.worker.moderation import screen_input, screen_output
 
 
 def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None = None) -> TaskOutcome:
     spec = get_model(ctx.prediction.model)
-    if spec is None or spec.resolution is None:
+    inp = (
+        spec.input_model.model_validate(ctx.prediction.input, context=STORED_INPUT)
+        if spec is not None
+        else None
+    )
+    if spec is None or not isinstance(inp, I2VInput | I2VLoraInput):
         raise TaskError(
             ErrorCode.INVALID_PARAMETER, f"model {ctx.prediction.model} is not an image-to-video model"
         )
-    inp = I2VInput.model_validate(ctx.prediction.input, context=STORED_INPUT)
+    resolution = generation_resolution(spec, inp)
+    if resolution is None:
+        raise TaskError(ErrorCode.INVALID_PARAMETER, f"model {spec.id} names no resolution")
     # the seed is fixed on the first attempt and kept, so a re-run after a crash makes the same video
     seed = ctx.prediction.result.get("seed") if ctx.prediction.result else None
     if not isinstance(seed, int):
         seed = resolve_seed(inp.seed)
         ctx.remember({"seed": seed})
 
-    data = ctx.read_media(inp.image, "image")
-    try:
-        image = decode_image(data, max_pixels=ctx.settings.max_image_pixels)
-    except MediaError as exc:
-        raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read image: {exc}") from exc
+    image = _read_image(ctx, inp.image, "image")
     screen_input(ctx, checker, image)
+    with_loras = isinstance(inp, I2VLoraInput)
+    last_image = None
+    loras = ResolvedLoras()
+    if isinstance(inp, I2VLoraInput) and inp.last_image:
+        last_image = _read_image(ctx, inp.last_image, "last_image")
+    if isinstance(inp, I2VLoraInput) and any((inp.loras, inp.high_noise_loras, inp.low_noise_loras)):
+        ctx.progress.report("fetching loras", 0, 1, force=True, seed=seed)
+        loras = resolve_loras(ctx, inp)
 
     request = GenerationRequest(
         image=image,
-        prompt=prompt_for(ctx, inp, image),
+        # the LoRA models take no prompt expansion (as on the hosted service)
+        prompt=prompt_for(ctx, inp, image) if isinstance(inp, I2VInput) else inp.prompt,
         negative_prompt=inp.negative_prompt,
-        resolution=spec.resolution,
+        resolution=resolution,
         seed=seed,
         duration_s=inp.duration,
+        loras=loras.requests,
+        last_image=last_image,
     )
     ctx.progress.report("denoising", 0, 1, force=True, seed=seed)
     started = time.monotonic()
@@ -54,9 +79,15 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
         )
     except GenerationCancelled as exc:
         raise TaskStopped(str(exc)) from exc
+    except LoraError as exc:
+        fields = loras.fields_named_in(str(exc))
+        where = ", ".join(fields) if fields else "loras"
+        raise TaskError(ErrorCode.INVALID_PARAMETER, f"invalid parameter {where}: {exc}") from exc
     except ValueError as exc:
         raise TaskError(ErrorCode.INVALID_PARAMETER, f"invalid input: {exc}") from exc
     inference_s = time.monotonic() - started
+    if result.notes:  # what a partially matching LoRA file skipped
+        ctx.progress.log(*result.notes)
 
     ctx.progress.report("encoding", 1, 1, force=True, seed=seed)
     ctx.job_dir.mkdir(parents=True, exist_ok=True)
@@ -65,15 +96,37 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
     safety = screen_output(ctx, checker, result.frames, local)
     key = ctx.storage.new_key("outputs", f"{ctx.prediction.id}.mp4")
     ctx.storage.put_file(key, local)
-    return TaskOutcome(
-        outputs=[key],
-        result={
-            "seed": seed,
-            "width": result.width,
-            "height": result.height,
-            "frames": int(result.frames.shape[0]),
-            "fps": result.fps,
-            "inference_s": round(inference_s, 3),
-            **safety,
-        },
-    )
+    outcome: dict[str, Any] = {
+        "seed": seed,
+        "width": result.width,
+        "height": result.height,
+        "frames": int(result.frames.shape[0]),
+        "fps": result.fps,
+        "inference_s": round(inference_s, 3),
+        **safety,
+    }
+    if with_loras:
+        outcome.update(_lora_facts(result, loras))
+    return TaskOutcome(outputs=[key], result=outcome)
+
+
+def _read_image(ctx: JobContext, url: str, what: str) -> Image.Image:
+    data = ctx.read_media(url, what)
+    try:
+        return decode_image(data, max_pixels=ctx.settings.max_image_pixels)
+    except MediaError as exc:
+        raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: {exc}") from exc
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _lora_facts(result: GenerationResult, loras: ResolvedLoras) -> dict[str, Any]:
+    """The adapters used (one per expert they applied to) and the LoRA timings, in milliseconds:
+    `timings` here is shown beside `timings.inference` on the prediction."""
+    timings = {"lora_fetch": _ms(loras.fetch_s)}
+    for name in ("lora_load", "lora_activate"):
+        if (seconds := result.timings.get(f"{name}_s")) is not None:
+            timings[name] = _ms(seconds)
+    return {"adapters": result.adapters, "timings": timings}

@@ -10,6 +10,7 @@ import time
 
 from wanforge.catalog import LoraTrainerInput
 from wanforge.engine.loading import LoadedModel, ModelLoadError
+from wanforge.predictions import NAMED_OUTPUTS_KEY
 from wanforge.training.dataset import DatasetReport
 from wanforge.training.errors import TrainingDataError
 from wanforge.training.job import lora_stem, train_from_zip
@@ -75,14 +76,19 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
     except ModelLoadError as exc:
         raise TaskError(ErrorCode.TASK_FAILED, str(exc)) from exc
 
-    outputs = []
-    for path in (trained.result.high_noise_path, trained.result.low_noise_path):
-        key = ctx.storage.new_key("outputs", path.name)
-        ctx.storage.put_file(key, path)
-        outputs.append(key)
+    # outputs: high-noise first, then low-noise, each file named `..._high_noise.safetensors` /
+    # `..._low_noise.safetensors`; the result names them too, as the LoRA models' fields take them
+    named: dict[str, str] = {}
+    for name, path in (
+        ("high_noise_lora", trained.result.high_noise_path),
+        ("low_noise_lora", trained.result.low_noise_path),
+    ):
+        named[name] = ctx.storage.new_key("outputs", path.name)
+        ctx.storage.put_file(named[name], path)
     return TaskOutcome(
-        outputs=outputs,
+        outputs=list(named.values()),
         result={
+            NAMED_OUTPUTS_KEY: named,
             "dataset": trained.report.to_dict(),
             "training": trained.result.metrics,
             "training_s": round(time.monotonic() - started, 1),

@@ -1,0 +1,181 @@
+"""LoRA files: what a request's LoRA `path` may be, and whether a file is a safetensors file.
+
+Pure helpers (no network, no torch): the API checks a path's shape at submission with
+:func:`check_lora_path`; the worker sorts a path into its source with :func:`lora_source`, finds
+operator files with :func:`find_in_lora_dir`, and reads every file's header with
+:func:`check_safetensors` before the engine sees it.
+
+Only safetensors is accepted: a PyTorch pickle (`.pt`, `.pth`, `.ckpt`, `.bin`, `.pkl`) can run
+code when it is loaded, so it is refused by its name and by its first bytes, never opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "CONVERT_HINT",
+    "LORA_NAME_MAX_CHARS",
+    "LORA_PATH_MAX_CHARS",
+    "LoraFileError",
+    "LoraSource",
+    "check_lora_path",
+    "check_safetensors",
+    "find_in_lora_dir",
+    "lora_source",
+    "sha256_file",
+]
+
+LORA_PATH_MAX_CHARS = 8192  # a URL, as for images
+LORA_NAME_MAX_CHARS = 255  # a file name in the LoRA directory
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+CONVERT_HINT = (
+    "PyTorch pickle files (.pt, .pth, .ckpt, .bin) are never loaded here, because loading one can "
+    "run code; convert it to .safetensors (e.g. `safetensors.torch.save_file(torch.load(f), "
+    "'lora.safetensors')` on a machine you trust) and send that"
+)
+PATH_HINT = (
+    "must be an http(s) URL, a URL of this server's files (/files/...), or the name of a file in "
+    "the server's LoRA directory"
+)
+# safetensors' own limit on the JSON header (100 MB); a LoRA's is a few hundred KB
+MAX_HEADER_BYTES = 100_000_000
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._+=@,()\[\]-]*$")
+
+SourceKind = Literal["url", "name"]
+
+
+class LoraFileError(ValueError):
+    """The LoRA path or file is not acceptable; the message says why (no server paths)."""
+
+
+@dataclass(frozen=True)
+class LoraSource:
+    """A LoRA `path` sorted by kind: a URL (remote, or this server's `/files/` URL) or a name."""
+
+    kind: SourceKind
+    value: str
+
+
+def _pickle_name(path: str) -> bool:
+    return path.lower().endswith(PICKLE_SUFFIXES)
+
+
+def lora_source(path: str) -> LoraSource:
+    """Sort a LoRA `path`; raise LoraFileError for a shape no source accepts."""
+    value = path.strip()
+    lowered = value.lower()
+    if not value:
+        raise LoraFileError(f"is empty; it {PATH_HINT}")
+    if lowered.startswith(("http://", "https://")):
+        if len(value) > LORA_PATH_MAX_CHARS:
+            raise LoraFileError(f"a URL may have at most {LORA_PATH_MAX_CHARS} characters")
+        if _pickle_name(urllib.parse.urlsplit(value).path):
+            raise LoraFileError(CONVERT_HINT)
+        return LoraSource("url", value)
+    if value.startswith("/files/"):
+        if _pickle_name(value):
+            raise LoraFileError(CONVERT_HINT)
+        return LoraSource("url", value)
+    if lowered.startswith("data:"):
+        raise LoraFileError(f"data: URIs are not accepted for LoRAs; the path {PATH_HINT}")
+    if "://" in value or lowered.startswith(("file:", "ftp:")):
+        raise LoraFileError(PATH_HINT)
+    if len(value) > LORA_NAME_MAX_CHARS:
+        raise LoraFileError(f"a LoRA file name may have at most {LORA_NAME_MAX_CHARS} characters")
+    if "/" in value or "\\" in value or ".." in value or not _NAME.match(value):
+        raise LoraFileError(
+            "a LoRA name must be a plain file name (letters, digits, spaces and ._+=@,()[]-; "
+            f"no path separators, no '..'); the path {PATH_HINT}"
+        )
+    if _pickle_name(value):
+        raise LoraFileError(CONVERT_HINT)
+    return LoraSource("name", value)
+
+
+def check_lora_path(value: str) -> str:
+    """The API's shape check of a LoRA `path` (a pydantic validator: raises ValueError)."""
+    return lora_source(value).value
+
+
+def find_in_lora_dir(lora_dir: Path, name: str) -> Path | None:
+    """The file called `name` (or `name.safetensors`) directly inside `lora_dir`, or None.
+
+    `name` has passed :func:`lora_source`; the resolved file must still lie inside the directory
+    (a symlink out of it is refused), and must be a regular file."""
+    root = lora_dir.resolve()
+    candidates = [name] if name.lower().endswith(".safetensors") else [name, f"{name}.safetensors"]
+    for candidate in candidates:
+        path = (root / candidate).resolve()
+        if not path.is_relative_to(root) or path.parent != root:
+            raise LoraFileError(f"LoRA {name!r} points outside the server's LoRA directory")
+        if path.is_file():
+            return path
+    return None
+
+
+def check_safetensors(path: Path, size: int) -> int:
+    """Read the header of the `size`-byte file at `path`; return its tensor count.
+
+    The header is an 8-byte little-endian length and that many bytes of JSON mapping tensor names
+    to `{dtype, shape, data_offsets}`; the data must end exactly at the end of the file. Written
+    by hand on purpose: the `safetensors` library only reports a corrupt header, while this names
+    a pickle, a HTML page or a truncated download, each with what to do about it.
+    """
+    with path.open("rb") as f:
+        head = f.read(8)
+        if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's ZIP or a raw pickle stream
+            raise LoraFileError(f"the file is a PyTorch pickle, not safetensors; {CONVERT_HINT}")
+        if len(head) < 8:
+            raise LoraFileError(f"the file is not a safetensors file ({size} bytes is too short)")
+        (length,) = struct.unpack("<Q", head)
+        if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
+            raise LoraFileError(_not_safetensors(head))
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LoraFileError("the file is not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise LoraFileError("the file is not a safetensors file (its header is not a JSON object)")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = 0
+    for name, info in tensors.items():
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise LoraFileError(f"the safetensors header is malformed at tensor {name[:80]!r}")
+        end = max(end, offsets[1])
+    if 8 + length + end != size:
+        raise LoraFileError(
+            f"the safetensors file is truncated or corrupt: its header describes {8 + length + end} "
+            f"bytes, the file has {size}"
+        )
+    if not tensors:
+        raise LoraFileError("the safetensors file contains no tensors")
+    return len(tensors)
+
+
+def _not_safetensors(head: bytes) -> str:
+    text = head.lstrip()[:1]
+    if text == b"<":
+        return "the file is not a safetensors file (it looks like an HTML page: check the URL)"
+    if text == b"{":
+        return "the file is not a safetensors file (it looks like JSON)"
+    return "the file is not a safetensors file (its first 8 bytes are not a header length)"
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -68,16 +68,21 @@ def write_comfy_down_up(
     return path
 
 
-def to_musubi(lora: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """musubi-tuner names: `lora_unet_blocks_0_self_attn_q.lora_down.weight` + `.alpha`."""
+def wan_to_musubi(wan: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Original Wan names (`diffusion_model.blocks.0.self_attn.q.lora_A.weight`, `.alpha`), as
+    wanforge exports them, renamed the musubi-tuner way: `lora_unet_blocks_0_self_attn_q.lora_down.weight`."""
     out = {}
-    for k, v in _wan(lora).items():
+    part = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight", "alpha": "alpha"}
+    for k, v in wan.items():
         match = re.fullmatch(r"diffusion_model\.(.+?)\.(lora_A\.weight|lora_B\.weight|alpha)", k)
-        assert match is not None
-        module = "lora_unet_" + match.group(1).replace(".", "_")
-        part = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight", "alpha": "alpha"}
-        out[f"{module}.{part[match.group(2)]}"] = v
+        assert match is not None, k
+        out[f"lora_unet_{match.group(1).replace('.', '_')}.{part[match.group(2)]}"] = v
     return out
+
+
+def to_musubi(lora: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """musubi-tuner names for a peft-named LoRA."""
+    return wan_to_musubi(_wan(lora))
 
 
 def write_musubi(lora: Mapping[str, torch.Tensor], path: Path) -> Path:

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from wanforge import predictions  # the module, not its names: the wire form lives there alone
 from wanforge.catalog import WireInput
-from wanforge.predictions import PredictionOut
 from wanforge.vocabulary import Status
 
 
@@ -96,7 +96,7 @@ class UploadDoneEnvelope(BaseModel):
 
 
 class ListOut(BaseModel):
-    items: list[PredictionOut]
+    items: list[predictions.PredictionOut]
     page: int
     page_size: int
     total: int = Field(description="predictions matching the filters, on all pages")

@@ -17,6 +17,12 @@ from wanforge.config import Settings
 from wanforge.media.lora_files import LORA_PATH_MAX_CHARS, check_lora_path
 
 MEDIA_URL_HINT = "must be an http(s) URL, an upload URL of this server (/files/...) or a data: URI"
+# The same rule as `check_media_url`, in the OpenAPI document (documentation only: the validator
+# keeps its own messages). Clients and the schema fuzz test generate URLs that can be accepted.
+MEDIA_URL_SCHEMA: dict[str, Any] = {
+    "pattern": r"^\s*([dD][aA][tT][aA]:|[hH][tT][tT][pP][sS]?://\S|/files/)",
+    "examples": ["https://example.com/cat.png", "data:image/png;base64,iVBORw0KGgo="],
+}
 # The umT5 encoder reads 512 tokens (about 2,000 characters of English); the rest is cut off
 # there. 4,000 characters leaves room for other scripts while a prompt stays cheap to store,
 # poll and tokenize (Alibaba's own Wan API takes 800).
@@ -40,7 +46,8 @@ def check_media_url(value: str) -> str:
         return v
     if len(v) > URL_MAX_CHARS:
         raise ValueError(f"a URL may have at most {URL_MAX_CHARS} characters")
-    if lowered.startswith(("http://", "https://")) and len(v) > len("https://"):
+    scheme, sep, rest = lowered.partition("://")
+    if sep and scheme in ("http", "https") and rest:
         return v
     if v.startswith("/files/"):
         return v
@@ -88,6 +95,7 @@ class I2VInput(ModelInput):
         description="The image for generating the output: an http(s) URL (at most "
         f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
         min_length=1,
+        json_schema_extra=MEDIA_URL_SCHEMA,
     )
     prompt: str = Field(
         description="The positive prompt for the generation.", min_length=1, max_length=PROMPT_MAX_CHARS
@@ -126,6 +134,7 @@ class LoraTrainerInput(ModelInput):
         description="URL of a ZIP file containing videos, and optionally text files with captions that "
         "have the same name as the video they describe: an http(s) URL (at most "
         f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
+        json_schema_extra=MEDIA_URL_SCHEMA,
     )
     trigger_word: str = Field(
         default="p3r5on",
@@ -187,6 +196,7 @@ class I2VLoraInput(ModelInput):
         description="The image for generating the output: an http(s) URL (at most "
         f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
         min_length=1,
+        json_schema_extra=MEDIA_URL_SCHEMA,
     )
     prompt: str = Field(
         description="The positive prompt for the generation.", min_length=1, max_length=PROMPT_MAX_CHARS
@@ -198,6 +208,7 @@ class I2VLoraInput(ModelInput):
         default=None,
         min_length=1,
         description="The last frame of the video (first-last-frame generation); same forms as `image`.",
+        json_schema_extra=MEDIA_URL_SCHEMA,
     )
     duration: Literal[5, 8] = Field(
         default=5, description="The duration of the generated media in seconds (81 or 129 frames at 16 fps)."

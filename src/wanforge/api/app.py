@@ -24,11 +24,17 @@ from wanforge.webhooks.sender import WebhookSender
 
 
 def create_app(
-    settings: Settings, db: Database | None = None, on_shutdown: Sequence[Callable[[], None]] = ()
+    settings: Settings,
+    db: Database | None = None,
+    on_shutdown: Sequence[Callable[[], None]] = (),
+    *,
+    send_webhooks: bool = True,
 ) -> FastAPI:
     """Build the app; the database is expected to be migrated already (see `wanforge serve`).
 
     `on_shutdown` callbacks run when the server shuts down (e.g. stopping worker processes).
+    `send_webhooks=False` starts no webhook sender: the app then makes no outbound request at all
+    (the schema fuzz test; deliveries stay pending in the store for another API process).
     `app.state.stopping` is set when shutdown begins: requests that wait (sync mode) end then.
     """
     stopping = threading.Event()  # set from a signal handler too (see `make_server`)
@@ -36,11 +42,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        sender = asyncio.create_task(WebhookSender(state.db, settings).run(stop))
+        sender = asyncio.create_task(WebhookSender(state.db, settings).run(stop)) if send_webhooks else None
         yield
         stopping.set()
         stop.set()
-        await sender
+        if sender is not None:
+            await sender
         for callback in on_shutdown:
             await asyncio.to_thread(callback)
 

@@ -9,9 +9,10 @@ checker is active: then `has_nsfw_contents` stays empty).
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
 from wanforge import __version__
 from wanforge.api.deps import StateDep
@@ -22,6 +23,29 @@ from wanforge.store.workers import live_workers
 from wanforge.vocabulary import WorkerState
 
 router = APIRouter(tags=["health"])
+
+
+class WorkerOut(BaseModel):
+    id: str
+    state: WorkerState
+    model: str
+    detail: str
+    current_job: str | None
+    pid: int | None
+    heartbeat_at: str
+
+
+class HealthOut(BaseModel):
+    """The public answer; a valid API key adds `model`, `workers` and the features."""
+
+    status: Literal["ok", "degraded"]
+    version: str
+    worker: str = Field(description="ready | loading | failed | no_worker; `unknown: ...` when degraded")
+    content_checker: str = Field(description="the detector, or `none`")
+    model: str | None = None
+    content_safety: dict[str, Any] | None = None
+    prompt_expansion: dict[str, Any] | None = None
+    workers: list[WorkerOut] | None = None
 
 
 def overall_state(workers: list[Worker]) -> str:
@@ -60,7 +84,7 @@ def _features(settings: Settings) -> dict[str, Any]:
     }
 
 
-@router.get("/health")
+@router.get("/health", response_model=None, responses={200: {"model": HealthOut}})
 def health(request: Request, state: StateDep) -> dict[str, Any]:
     try:
         workers = live_workers(state.db, state.settings.worker_stale_s)

@@ -14,12 +14,18 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, Header, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from wanforge.api.deps import AppState, BaseUrlDep, KeyDep, StateDep
-from wanforge.api.errors import ApiError, envelope
-from wanforge.api.wire import UploadOut, UploadTicketIn
+from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
+from wanforge.api.wire import (
+    UploadDoneEnvelope,
+    UploadEnvelope,
+    UploadOut,
+    UploadTicketEnvelope,
+    UploadTicketIn,
+)
 from wanforge.media.errors import MediaError, TooLarge
 from wanforge.predictions import file_url
 from wanforge.store import uploads
@@ -40,7 +46,7 @@ async def _chunks_of(file: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@router.post("/api/v3/media/upload/binary")
+@router.post("/api/v3/media/upload/binary", response_model=None, responses={200: {"model": UploadEnvelope}})
 async def upload_binary(
     state: StateDep, key: KeyDep, base: BaseUrlDep, file: UploadFile = File(...)
 ) -> dict[str, Any]:
@@ -73,7 +79,7 @@ async def upload_binary(
     return envelope(out.model_dump())
 
 
-@router.post("/api/v3/media/uploads")
+@router.post("/api/v3/media/uploads", response_model=None, responses={200: {"model": UploadTicketEnvelope}})
 def create_upload_ticket(
     body: UploadTicketIn, state: StateDep, key: KeyDep, base: BaseUrlDep
 ) -> dict[str, Any]:
@@ -111,7 +117,9 @@ def create_upload_ticket(
     )
 
 
-@router.put("/api/v3/media/uploads/{upload_id}")
+@router.put(
+    "/api/v3/media/uploads/{upload_id}", response_model=None, responses={200: {"model": UploadDoneEnvelope}}
+)
 async def put_upload(upload_id: str, token: str, request: Request, state: StateDep) -> dict[str, Any]:
     """Receive the bytes of a ticketed upload (authorised by the ticket's one-time token)."""
     row = await asyncio.to_thread(uploads.get_upload, state.db, upload_id)
@@ -193,8 +201,25 @@ def usable_range(spec: str, size: int) -> str | None:
     return "bytes=" + ",".join(f"{start}-{end - 1}" for start, end in served)
 
 
-@router.get("/files/{key:path}", include_in_schema=True, tags=["files"])
-def get_file(key: str, request: Request, state: StateDep) -> FileResponse:
+_FILE_BYTES = {"schema": {"type": "string", "format": "binary"}}
+# what mimetypes guesses from the file's name (see `served_type`): any type at all
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The file", "content": {"*/*": _FILE_BYTES}},
+    206: {"description": "The ranges asked for (`Range: bytes=...`)", "content": {"*/*": _FILE_BYTES}},
+    404: {"model": ErrorEnvelope, "description": "No file under this key"},
+    416: {"model": ErrorEnvelope, "description": "No range of `Range` lies within the file"},
+}
+
+
+@router.get("/files/{key:path}", tags=["files"], response_class=FileResponse, responses=FILE_RESPONSES)
+def get_file(
+    key: str,
+    request: Request,
+    state: StateDep,
+    _range: str | None = Header(  # documented here; read from the request's headers below
+        default=None, alias="range", description="`bytes=start-end[,...]`: parts of the file (206)"
+    ),
+) -> FileResponse:
     """An upload or an output. Keys are unguessable; whoever has the URL can read the file.
 
     Images and videos are served inline, anything else as an attachment; HTML, SVG and scripts

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
 from wanforge.api.tenancy import check_own_files, limits_for, visible_to
-from wanforge.api.wire import DeleteIn, ListIn
+from wanforge.api.wire import DeleteEnvelope, DeleteIn, ListEnvelope, ListIn, WebhookSecretEnvelope
 from wanforge.catalog import MODELS, ModelSpec
 from wanforge.media.errors import Refused
 from wanforge.media.fetch import check_post_url
@@ -168,7 +168,7 @@ def get_prediction(prediction_id: str, state: StateDep, key: KeyDep, base: BaseU
     return _get(state, key, prediction_id, base, with_logs=True)
 
 
-@router.post("/predictions")
+@router.post("/predictions", response_model=None, responses={200: {"model": ListEnvelope}})
 def list_predictions(body: ListIn, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
     """The key's predictions (an admin key's: all), newest first, filtered by model, status and
     creation time."""
@@ -192,7 +192,7 @@ def list_predictions(body: ListIn, state: StateDep, key: KeyDep, base: BaseUrlDe
     )
 
 
-@router.post("/predictions/delete")
+@router.post("/predictions/delete", response_model=None, responses={200: {"model": DeleteEnvelope}})
 def delete_predictions(body: DeleteIn, state: StateDep, key: KeyDep) -> dict[str, Any]:
     """Delete finished (and queued) predictions with their output files; running ones are asked
     to stop. Answers `{deleted, cancelling, not_found}`: each id in exactly one list; another
@@ -222,7 +222,12 @@ def cancel_prediction(prediction_id: str, state: StateDep, key: KeyDep, base: Ba
     return envelope(prediction_out(row, base).model_dump())
 
 
-@router.get("/webhook/secret", tags=["webhooks"])
+@router.get(
+    "/webhook/secret",
+    tags=["webhooks"],
+    response_model=None,
+    responses={200: {"model": WebhookSecretEnvelope}},
+)
 def get_webhook_secret(state: StateDep, key: KeyDep) -> dict[str, Any]:
     """The secret the webhooks of this key's predictions are signed with (`whsec_...`); each key
     has its own."""

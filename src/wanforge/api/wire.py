@@ -6,10 +6,11 @@ The prediction object lives in `wanforge.predictions`: the webhook sender sends 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from wanforge import predictions  # the module, not its names: the wire form lives there alone
 from wanforge.catalog import WireInput
 from wanforge.vocabulary import Status
 
@@ -53,3 +54,77 @@ class ListIn(WireInput):
 
 class DeleteIn(WireInput):
     ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=1000)
+
+
+# Answers, as the OpenAPI document declares them (the routes' response models)
+
+
+class UploadEnvelope(BaseModel):
+    code: int = 200
+    message: str = "success"
+    data: UploadOut
+
+
+class UploadPut(BaseModel):
+    method: Literal["PUT"] = "PUT"
+    url: str = Field(description="where to PUT the bytes; carries a one-time token")
+    headers: dict[str, str] = Field(description="headers to send with the PUT")
+
+
+class UploadTicketOut(BaseModel):
+    id: str
+    upload: UploadPut
+    download_url: str = Field(description="the file's URL once the PUT is done")
+    filename: str
+
+
+class UploadTicketEnvelope(BaseModel):
+    code: int = 200
+    message: str = "success"
+    data: UploadTicketOut
+
+
+class UploadDoneOut(BaseModel):
+    id: str
+    size: int = Field(description="bytes received")
+
+
+class UploadDoneEnvelope(BaseModel):
+    code: int = 200
+    message: str = "success"
+    data: UploadDoneOut
+
+
+class ListOut(BaseModel):
+    items: list[predictions.PredictionOut]
+    page: int
+    page_size: int
+    total: int = Field(description="predictions matching the filters, on all pages")
+
+
+class ListEnvelope(BaseModel):
+    code: int = 200
+    message: str = "success"
+    data: ListOut
+
+
+class DeleteOut(BaseModel):
+    deleted: list[str] = Field(description="deleted, with their output files")
+    cancelling: list[str] = Field(description="running: asked to stop")
+    not_found: list[str] = Field(description="unknown, or another key's")
+
+
+class DeleteEnvelope(BaseModel):
+    code: int = 200
+    message: str = "success"
+    data: DeleteOut
+
+
+class WebhookSecretOut(BaseModel):
+    secret: str = Field(description="`whsec_...`")
+
+
+class WebhookSecretEnvelope(BaseModel):
+    code: int = 200
+    message: str = "success"
+    data: WebhookSecretOut

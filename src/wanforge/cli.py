@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,9 +47,27 @@ def _open_db(settings: Settings) -> Any:
     return Database(url)
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+LogFormatOpt = Annotated[
+    LogFormat | None,
+    typer.Option(
+        "--log-format", help="text | json (one JSON object per line) [env WANFORGE_LOG_FORMAT; text]"
+    ),
+]
+
+
+def _value(choice: LogFormat | None) -> str | None:
+    return choice.value if choice is not None else None
+
+
+def _logging(settings: Settings) -> None:
+    from wanforge.logs import configure_logging
+
+    configure_logging(settings.log_format)
 
 
 @app.command()
@@ -60,6 +78,7 @@ def serve(
     model: ModelOpt = None,
     database_url: DbOpt = None,
     workers: Annotated[int, typer.Option(help="worker processes to run beside the API")] = 1,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run the API and worker process(es) on the embedded default (SQLite + a local directory)."""
     from wanforge.api.app import create_app, run_server
@@ -67,15 +86,26 @@ def serve(
     from wanforge.store.workers import host_label, mark_process_gone
     from wanforge.worker.supervisor import WorkerSupervisor
 
-    _logging()
-    settings = load_settings(host=host, port=port, data_dir=data_dir, model=model, database_url=database_url)
+    settings = load_settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        model=model,
+        database_url=database_url,
+        log_format=_value(log_format),
+    )
+    _logging(settings)
     db = _open_db(settings)
     if settings.api_key:
         ensure_key(db, settings.api_key)
     elif not has_active_key(db):
         plaintext, _ = create_key(db, "created at first start")
         typer.secho(f"\nNew API key (shown once, stored hashed):\n\n    {plaintext}\n", fg="green", bold=True)
-    env = {"WANFORGE_MODEL": settings.model, "WANFORGE_DATA_DIR": str(settings.data_dir)}
+    env = {
+        "WANFORGE_MODEL": settings.model,
+        "WANFORGE_DATA_DIR": str(settings.data_dir),
+        "WANFORGE_LOG_FORMAT": settings.log_format,
+    }
     host_name = host_label()
 
     def worker_exited(pid: int, returncode: int) -> None:
@@ -108,13 +138,20 @@ def serve(
 
 
 @app.command()
-def worker(data_dir: DataDirOpt = None, database_url: DbOpt = None, model: ModelOpt = None) -> None:
+def worker(
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    model: ModelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
     """Run one worker process: load the model, then claim and run jobs from the store."""
     from wanforge.worker.loop import WorkerLoop
     from wanforge.worker.supervisor import PARENT_ENV
 
-    _logging()
-    settings = load_settings(data_dir=data_dir, database_url=database_url, model=model)
+    settings = load_settings(
+        data_dir=data_dir, database_url=database_url, model=model, log_format=_value(log_format)
+    )
+    _logging(settings)
     loop = WorkerLoop(settings, _open_db(settings))
     loop.install_signal_handlers()
     if parent := os.environ.get(PARENT_ENV):

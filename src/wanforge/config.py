@@ -184,3 +184,22 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    # operations (issue 8; docs/operations.md): retention, metrics, logs
+    retention_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="outputs and uploads are deleted this many days after they were made (the hosted "
+        "service's window); finished predictions older than this are no longer listed; 0 = keep forever",
+    )
+    retention_sweep_s: float = Field(
+        default=300.0, gt=0, description="how often each API process looks for expired outputs and uploads"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json': one JSON object per log line, with the prediction id"
+    )
+
+    @property
+    def retention_s(self) -> float | None:
+        """The retention window in seconds; None when everything is kept."""
+        return self.retention_days * 86400.0 if self.retention_days > 0 else None

@@ -73,6 +73,11 @@ class PredictionOut(BaseModel):
     webhook: WebhookOut | None = Field(
         default=None, description="delivery of the ?webhook= POST; null when none was asked for"
     )
+    expired_at: str | None = Field(
+        default=None,
+        description="when the retention sweep deleted the outputs (WANFORGE_RETENTION_DAYS after the "
+        "prediction ended): its output URLs then answer 410; null while they are kept",
+    )
 
 
 class PredictionEnvelope(BaseModel):
@@ -132,6 +137,7 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
         result=_shown_result(row, base),
         logs=list(row.logs or []) if with_logs else [],
         webhook=_webhook_out(row),
+        expired_at=iso(row.expired_at),
     )
 
 

@@ -8,15 +8,17 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from wanforge import __version__
-from wanforge.api import routes_health, routes_media, routes_predictions
+from wanforge.api import routes_health, routes_media, routes_metrics, routes_predictions
 from wanforge.api.deps import AppState
 from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
+from wanforge.api.retention import RetentionSweeper
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database
@@ -43,11 +45,15 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         sender = asyncio.create_task(WebhookSender(state.db, settings).run(stop)) if send_webhooks else None
+        sweeper = asyncio.create_task(
+            RetentionSweeper(state.db, state.storage, settings, lambda: state.clock()).run(stop)
+        )
         yield
         stopping.set()
         stop.set()
         if sender is not None:
             await sender
+        await sweeper
         for callback in on_shutdown:
             await asyncio.to_thread(callback)
 
@@ -74,6 +80,7 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     app.include_router(routes_media.router, responses=ERROR_RESPONSES)
     # last: it ends with the unknown-model catch-all
     app.include_router(routes_predictions.router, responses=ERROR_RESPONSES)
@@ -93,7 +100,9 @@ def make_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
             stopping.set()
             super().handle_exit(sig, frame)
 
-    return Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info"))
+    # JSON logs: uvicorn's loggers keep no handlers of their own and go through the root's
+    logs: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
+    return Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", **logs))
 
 
 def run_server(app: FastAPI, settings: Settings) -> None:

@@ -27,8 +27,8 @@ from wanforge.api.wire import (
     UploadTicketIn,
 )
 from wanforge.media.errors import MediaError, TooLarge
-from wanforge.predictions import file_url
-from wanforge.store import uploads
+from wanforge.predictions import file_url, iso
+from wanforge.store import retention, uploads
 from wanforge.store.tables import Upload
 from wanforge.vocabulary import ErrorCode
 
@@ -222,6 +222,9 @@ def get_file(
 ) -> FileResponse:
     """An upload or an output. Keys are unguessable; whoever has the URL can read the file.
 
+    An output deleted by the retention sweep answers 410 (an expired upload, whose record is
+    deleted with it, answers 404, as an unknown key does).
+
     Images and videos are served inline, anything else as an attachment; HTML, SVG and scripts
     as `application/octet-stream`; always with `X-Content-Type-Options: nosniff`."""
     try:
@@ -229,6 +232,12 @@ def get_file(
     except MediaError as exc:
         raise ApiError(404, "file not found") from exc
     if not path.is_file():
+        if (expired := retention.output_expired_at(state.db, key)) is not None:
+            raise ApiError(
+                410,
+                f"file expired: outputs are deleted {state.settings.retention_days:g} days after their "
+                f"prediction ended (WANFORGE_RETENTION_DAYS); this one was deleted at {iso(expired)}",
+            )
         raise ApiError(404, "file not found")
     size = path.stat().st_size
     if (spec := request.headers.get("range")) is not None:

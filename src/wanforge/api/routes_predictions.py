@@ -2,6 +2,7 @@
 
 # no `from __future__ import annotations`: FastAPI reads each submit route's body type at runtime
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -17,17 +18,19 @@ from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
 from wanforge.api.tenancy import check_own_files, limits_for, visible_to
 from wanforge.api.wire import DeleteEnvelope, DeleteIn, ListEnvelope, ListIn, WebhookSecretEnvelope
 from wanforge.catalog import MODELS, ModelSpec
+from wanforge.logs import set_prediction
 from wanforge.media.errors import Refused
 from wanforge.media.fetch import check_post_url
 from wanforge.predictions import PredictionEnvelope, prediction_out
-from wanforge.store import jobs
-from wanforge.store.db import Database
+from wanforge.store import jobs, retention
+from wanforge.store.db import Database, is_row_id
 from wanforge.store.quotas import Limit, OverLimit
 from wanforge.store.tables import ApiKey
 from wanforge.vocabulary import TERMINAL, ErrorCode
 from wanforge.webhooks.secret import webhook_secret
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
+log = logging.getLogger("wanforge.api")
 
 
 SYNC_POLL_S = 0.25  # how often a sync-mode request reads its prediction's status
@@ -97,6 +100,8 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
                 limits=limits_for(key, state.settings),
                 now=state.clock(),
             )
+            set_prediction(row.id)
+            log.info("prediction created for model %s", spec.id)
         except OverLimit as exc:
             full = exc.limit is Limit.QUEUE
             raise ApiError(
@@ -150,6 +155,7 @@ for _spec in MODELS.values():
 
 
 def _get(state: StateDep, key: ApiKey, prediction_id: str, base: str, with_logs: bool) -> dict[str, Any]:
+    set_prediction(prediction_id if is_row_id(prediction_id) else None)
     row = jobs.get_prediction(state.db, prediction_id, visible_to(key))
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")
@@ -171,10 +177,13 @@ def get_prediction(prediction_id: str, state: StateDep, key: KeyDep, base: BaseU
 @router.post("/predictions", response_model=None, responses={200: {"model": ListEnvelope}})
 def list_predictions(body: ListIn, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
     """The key's predictions (an admin key's: all), newest first, filtered by model, status and
-    creation time."""
+    creation time. Only those within the retention window are listed: not yet ended, or ended
+    less than WANFORGE_RETENTION_DAYS ago (and not swept)."""
+    window = state.settings.retention_s
     page = jobs.list_predictions(
         state.db,
         visible_to=visible_to(key),
+        retained_since=retention.cutoff(state.clock(), window) if window is not None else None,
         page=body.page,
         page_size=body.page_size,
         model=body.model,
@@ -216,6 +225,7 @@ def delete_predictions(body: DeleteIn, state: StateDep, key: KeyDep) -> dict[str
 @router.delete("/predictions/{prediction_id}", response_model=PredictionEnvelope)
 def cancel_prediction(prediction_id: str, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
     """Cancel a prediction: at once if queued, between steps if running."""
+    set_prediction(prediction_id if is_row_id(prediction_id) else None)
     row = jobs.request_cancel(state.db, prediction_id, visible_to(key))
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")

@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, or_, select, true, update
 
 from wanforge.store.db import Database, is_row_id, utcnow
 from wanforge.store.quotas import Limits, admit
+from wanforge.store.retention import retained
 from wanforge.store.tables import OutputFile, Prediction
 from wanforge.vocabulary import TERMINAL, ErrorCode, Status, WebhookState
 
@@ -319,8 +320,13 @@ def list_predictions(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     visible_to: str | None = ANYONE,
+    retained_since: datetime | None = None,
 ) -> PredictionPage:
+    """A page of the predictions `visible_to` sees, newest first; with `retained_since`, only
+    those within the retention window (see `wanforge.store.retention.retained`)."""
     conditions: list[Any] = [_visible(visible_to)]
+    if retained_since is not None:
+        conditions.append(retained(retained_since))
     if model:
         conditions.append(Prediction.model == model)
     if status:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, false
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -46,12 +46,15 @@ class Prediction(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     webhook_next_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     webhook_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # when the retention sweep removed its outputs (WANFORGE_RETENTION_DAYS); None = not swept
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_predictions_webhook", "webhook_state", "webhook_next_at"),
         Index("ix_predictions_status_created", "status", "created_at"),
         Index("ix_predictions_created", "created_at"),
         Index("ix_predictions_key_status", "api_key_id", "status"),
+        Index("ix_predictions_expiry", "expired_at", "completed_at"),
     )
 
 
@@ -115,6 +118,20 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
     current_job: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # the worker's GPU memory in bytes ({"allocated", "reserved", "total"}); None without a GPU
+    gpu_memory: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+
+
+class MetricCount(Base):
+    """A cumulative count that every process adds to (store/metrics.py): what happened in workers
+    and senders, so each API process answers /metrics with the same numbers."""
+
+    __tablename__ = "metric_counts"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # the sample's labels as sorted, compact JSON (e.g. '{"le":"0.5","model":"..."}')
+    labels: Mapped[str] = mapped_column(String(500), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class ServerSecret(Base):

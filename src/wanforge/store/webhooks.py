@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from wanforge.store.db import Database, utcnow
+from wanforge.store.metrics import WEBHOOK_DELIVERIES, add_in, counter
 from wanforge.store.tables import Prediction
 from wanforge.vocabulary import TERMINAL, WebhookState
 
@@ -76,8 +77,13 @@ def record_attempt(
         if ok:
             row.webhook_state = WebhookState.DELIVERED
             row.webhook_next_at = None
+            outcome = "delivered"
         elif permanent or row.webhook_attempts >= max_attempts:
             row.webhook_state = WebhookState.FAILED
             row.webhook_next_at = None
+            outcome = "failed"
         else:
             row.webhook_next_at = utcnow() + timedelta(seconds=retry_base_s * 2 ** (row.webhook_attempts - 1))
+            outcome = "retry"
+        # one POST: delivered, failed to be tried again, or failed for good (given up)
+        add_in(s, counter(WEBHOOK_DELIVERIES, {"outcome": outcome}))

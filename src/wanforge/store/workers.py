@@ -40,12 +40,15 @@ def report_state(
         row.current_job = job
 
 
-def touch(db: Database, worker_id: str, job: str | None) -> None:
+def touch(db: Database, worker_id: str, job: str | None, gpu_memory: dict[str, int] | None = None) -> None:
+    """The worker is alive (and running `job`); `gpu_memory`, when given, replaces what it reported."""
     with db.session() as s:
         row = s.get(Worker, worker_id)
         if row is not None:
             row.heartbeat_at = utcnow()
             row.current_job = job
+            if gpu_memory is not None:
+                row.gpu_memory = gpu_memory
 
 
 def live_workers(db: Database, stale_after_s: float) -> list[Worker]:

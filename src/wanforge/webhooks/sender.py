@@ -19,6 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from wanforge.config import Settings
+from wanforge.logs import prediction_context
 from wanforge.media.errors import MediaError, Refused
 from wanforge.media.fetch import post_url
 from wanforge.predictions import prediction_out
@@ -100,7 +101,8 @@ class WebhookSender:
 
     def _deliver_in_thread(self, row: Prediction, secret: str) -> None:
         try:
-            self.deliver(row, secret)
+            with prediction_context(row.id):
+                self.deliver(row, secret)
         except Exception:  # the store failed: the claim runs out and the delivery is tried again
             log.exception("webhook for %s: could not record the attempt", row.id)
         finally:

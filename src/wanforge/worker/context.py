@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class JobContext:
     lease: Lease
     progress: ProgressReporter
     job_dir: Path
+    # seconds each denoising step took (for /metrics; the worker adds them to the store's counts)
+    step_seconds: list[float] = field(default_factory=list)
 
     def remember(self, facts: dict[str, Any]) -> None:
         """Merge facts into the prediction's result now, before the work is done.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -71,10 +72,16 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
     )
     ctx.progress.report("denoising", 0, 1, force=True, seed=seed)
     started = time.monotonic()
+    timer = StepTimer(ctx.step_seconds)
+
+    def on_step(done: int, total: int) -> None:
+        timer.step()
+        ctx.progress.report("denoising", done, total, seed=seed)
+
     try:
         result = engine.generate(
             request,
-            on_step=lambda i, n: ctx.progress.report("denoising", i, n, seed=seed),
+            on_step=on_step,
             should_cancel=ctx.lease.should_stop,
         )
     except GenerationCancelled as exc:
@@ -108,6 +115,22 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
     if with_loras:
         outcome.update(_lora_facts(result, loras))
     return TaskOutcome(outputs=[key], result=outcome)
+
+
+class StepTimer:
+    """Appends to `into` the time between one denoising step's end and the next one's. The first
+    step is not timed: it also holds the prompt and image encoding that precede the loop."""
+
+    def __init__(self, into: list[float], clock: Callable[[], float] = time.monotonic) -> None:
+        self.into = into
+        self.clock = clock
+        self._last: float | None = None
+
+    def step(self) -> None:
+        now = self.clock()
+        if self._last is not None:
+            self.into.append(now - self._last)
+        self._last = now
 
 
 def _read_image(ctx: JobContext, url: str, what: str) -> Image.Image:

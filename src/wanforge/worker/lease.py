@@ -9,6 +9,7 @@ on: heartbeats are retried, and the lease is kept as long as no other worker too
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from enum import StrEnum
 from wanforge.store import jobs
 from wanforge.store.db import Database
 from wanforge.store.workers import touch
+from wanforge.worker.gpu import gpu_memory
 
 CANCEL_POLL_S = 0.5
 
@@ -53,7 +55,13 @@ class Lease:
         self.reason: StopReason | None = None
         self._done = threading.Event()
         self._last_cancel_check = float("-inf")
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{prediction_id}", daemon=True)
+        # the beat runs in the creator's context: its log lines carry the job's prediction id
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._beat,),
+            name=f"lease-{prediction_id}",
+            daemon=True,
+        )
 
     def __enter__(self) -> Lease:
         self._thread.start()
@@ -69,7 +77,8 @@ class Lease:
         while not self._done.wait(interval):
             try:
                 owned = jobs.heartbeat(self.db, self.prediction_id, self.worker_id, self.lease_s)
-                touch(self.db, self.worker_id, self.prediction_id)  # /health: this worker is alive
+                # /health: this worker is alive; /metrics: its GPU memory
+                touch(self.db, self.worker_id, self.prediction_id, gpu_memory())
             except Exception:  # a locked or unreachable store: the lease is ours until taken over
                 down_s = self.clock() - last_ok
                 log.warning(

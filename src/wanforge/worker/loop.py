@@ -14,13 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from wanforge.config import Settings
+from wanforge.logs import prediction_context
 from wanforge.media.storage import LocalStorage, Storage
-from wanforge.store import jobs
+from wanforge.store import jobs, metrics
 from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
 from wanforge.store.workers import host_label, report_state, touch
 from wanforge.vocabulary import ErrorCode, WorkerState
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
+from wanforge.worker.gpu import gpu_memory
 from wanforge.worker.lease import Lease, StopReason
 from wanforge.worker.progress import ProgressReporter
 from wanforge.worker.retry import TRANSIENT_STORE_ERRORS, StoreUnavailable, retry_store
@@ -137,7 +139,7 @@ class WorkerLoop:
         while not self.shutdown.is_set():
             try:
                 if time.monotonic() - last_touch > self.settings.worker_touch_s:
-                    touch(self.db, self.worker_id, None)
+                    touch(self.db, self.worker_id, None, gpu_memory())
                     last_touch = time.monotonic()
                 row = (
                     jobs.claim_next(self.db, self.worker_id, self.settings.lease_s, tuple(self.tasks))
@@ -164,8 +166,13 @@ class WorkerLoop:
         """Run one claimed job and record its outcome, unless another worker took it over.
 
         The job directory is shared by every attempt (a training run resumes from it), so only
-        the worker whose outcome was recorded removes it.
+        the worker whose outcome was recorded removes it. Every log line written meanwhile, in
+        this thread or the lease's, carries the prediction's id.
         """
+        with prediction_context(row.id):
+            self._run_job(row)
+
+    def _run_job(self, row: Prediction) -> None:
         task = self.tasks[row.kind]
         job_dir = self.settings.jobs_dir / row.id
         reporter = ProgressReporter(self.db, row.id, self.worker_id)
@@ -196,10 +203,24 @@ class WorkerLoop:
             except StoreUnavailable:  # shutting down with the store gone: the lease runs out, it reruns
                 log.exception("job %s: could not record its outcome", row.id)
                 recorded = False
+        self._count(row, ctx, time.monotonic() - started if recorded else None)
         if recorded:
             shutil.rmtree(job_dir, ignore_errors=True)
         with contextlib.suppress(Exception):
             touch(self.db, self.worker_id, None)
+
+    def _count(self, row: Prediction, ctx: JobContext, job_s: float | None) -> None:
+        """Add this attempt to the store's /metrics counts: its denoising steps, and (when its
+        outcome was recorded here) its duration by the status it ended with. Best effort."""
+        try:
+            increments = metrics.observations(metrics.STEP_DURATION, {"model": row.model}, ctx.step_seconds)
+            status = jobs.get_status(self.db, row.id) if job_s is not None else None
+            if job_s is not None and status is not None:
+                labels = {"model": row.model, "status": status}
+                increments += metrics.observations(metrics.JOB_DURATION, labels, [job_s])
+            metrics.add(self.db, increments)
+        except Exception:
+            log.warning("job %s: metrics not recorded", row.id, exc_info=True)
 
     def _record(self, what: str, write: Callable[[], bool]) -> bool:
         """A terminal write, retried through a locked or unreachable store (until shutdown)."""

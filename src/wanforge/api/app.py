@@ -17,6 +17,7 @@ from wanforge.api import routes_health, routes_media, routes_predictions
 from wanforge.api.deps import AppState
 from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
+from wanforge.api.routes_playground import mount_playground
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database
@@ -68,6 +69,7 @@ def create_app(
     )
     app.include_router(routes_health.router)
     app.include_router(routes_media.router, responses=ERROR_RESPONSES)
+    mount_playground(app)  # the page at / and /playground, and GET /api/v3/models
     # last: it ends with the unknown-model catch-all
     app.include_router(routes_predictions.router, responses=ERROR_RESPONSES)
     return app

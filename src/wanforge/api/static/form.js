@@ -93,7 +93,8 @@ function field(name, prop, required, ctx) {
     return { name, element: wrap(box, "check"), read: () => box.checked, write: (v) => (box.checked = Boolean(v)) };
   }
   if (schema.type === "integer" || schema.type === "number") {
-    const step = schema.type === "integer" ? "1" : schema.maximum !== undefined && schema.maximum <= 4 ? "0.05" : "any";
+    // "any": a step would make values off its grid (a learning rate of 0.0002) invalid
+    const step = schema.type === "integer" ? "1" : "any";
     const input = h("input", {
       ...common,
       type: "number",
@@ -260,7 +261,7 @@ function loraField(name, schema, ctx, descId) {
       "aria-label": `${title} ${n + 1}: scale`,
       min: scaleSchema.minimum,
       max: scaleSchema.maximum,
-      step: "0.05",
+      step: "any",
       required: true,
     });
     scaleInput.value = String(scale);

@@ -34,7 +34,9 @@ WAIT_MS = 300_000
 
 
 def chromium_path() -> str:
-    found = os.environ.get("WANFORGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    found = (
+        os.environ.get("WANFORGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
     if found:
         return found
     message = "Debian's chromium is not installed: run scripts/install-chromium.sh"
@@ -68,7 +70,8 @@ def page(server: Server) -> Iterator[tuple[Any, Watched]]:
     watched = Watched(server.base_url)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=chromium_path(), args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"]
+            executable_path=chromium_path(),
+            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
         )
         # Playwright's own waits evaluate strings, which the page's CSP (script-src 'self') forbids
         context = browser.new_context(viewport=LAPTOP, bypass_csp=True)
@@ -147,7 +150,9 @@ def test_generate_train_and_generate_with_the_lora(
     # 2. the 480p form comes from its schema: required marks, the duration enum, seed bounds
     pg.select_option("#model-select", I2V_480P)
     assert pg.is_visible("[data-field=image] .req") and pg.is_visible("[data-field=prompt] .req")
-    assert pg.eval_on_selector_all("[data-field=duration] option", "els => els.map(e => e.textContent)") == ["5"]
+    assert pg.eval_on_selector_all("[data-field=duration] option", "els => els.map(e => e.textContent)") == [
+        "5"
+    ]
     assert pg.get_attribute("[data-field=seed] input[type=number]", "max") == "2147483647"
     assert pg.is_checked("[data-field=seed] input[type=checkbox]")  # random seed by default
     image_url = _upload(pg, "image", image_16x9)
@@ -183,7 +188,9 @@ def test_generate_train_and_generate_with_the_lora(
 
     # 5. re-run it from the history, cancel the re-run, then delete that one
     pg.click(f"{item} >> text=Re-run")
-    pg.wait_for_function(f"(el => el && el.dataset.id !== '{first_id}')(document.querySelector('#run .run-card[data-id]'))")
+    pg.wait_for_function(
+        f"(el => el && el.dataset.id !== '{first_id}')(document.querySelector('#run .run-card[data-id]'))"
+    )
     rerun_id = pg.get_attribute("#run .run-card", "data-id")
     pg.click("#run button.cancel")
     pg.wait_for_function("document.querySelector('#run .run-card').dataset.status === 'cancelled'")
@@ -196,7 +203,9 @@ def test_generate_train_and_generate_with_the_lora(
     assert pg.is_visible(item)
 
     # 6. train: the ZIP uploads with progress; dataset report, expert/step/loss, both LoRA files
-    dataset_zip = make_dataset_zip(tmp_path / "clips.zip", {"clips/a.mp4": "a square slides right"}, frames=40)
+    dataset_zip = make_dataset_zip(
+        tmp_path / "clips.zip", {"clips/a.mp4": "a square slides right"}, frames=40
+    )
     pg.select_option("#model-select", TRAINER)
     _upload(pg, "data", dataset_zip)
     pg.fill("[data-field=steps] input", "50")
@@ -215,12 +224,18 @@ def test_generate_train_and_generate_with_the_lora(
     # 7. generate with this LoRA: the LoRA form, each file on its own expert, image and prompt kept
     pg.click("#run button.generate-with-lora")
     assert pg.input_value("#model-select") == LORA_480P
-    assert pg.eval_on_selector_all("[data-field=high_noise_loras] .lora-path", "els => els.map(e => e.value)") == [high]
-    assert pg.eval_on_selector_all("[data-field=low_noise_loras] .lora-path", "els => els.map(e => e.value)") == [low]
+    assert pg.eval_on_selector_all(
+        "[data-field=high_noise_loras] .lora-path", "els => els.map(e => e.value)"
+    ) == [high]
+    assert pg.eval_on_selector_all(
+        "[data-field=low_noise_loras] .lora-path", "els => els.map(e => e.value)"
+    ) == [low]
     assert pg.eval_on_selector_all("[data-field=loras] .lora-path", "els => els.length") == 0
     assert pg.input_value("[data-field=image] input[type=text]") == image_url
     # the key's own LoRAs are offered in the pickers, per expert
-    options = pg.eval_on_selector_all("[data-field=high_noise_loras] select option", "els => els.map(e => e.value)")
+    options = pg.eval_on_selector_all(
+        "[data-field=high_noise_loras] select option", "els => els.map(e => e.value)"
+    )
     assert high in options and low not in options
     pg.click("#run-button")
     pg.wait_for_selector("#run .run-card[data-id]")

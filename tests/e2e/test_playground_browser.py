@@ -244,6 +244,12 @@ def test_generate_train_and_generate_with_the_lora(
     python = pg.text_content("#run pre[data-lang=python]")
     assert '"high_noise_loras": [' in python and high in python and low in python
 
+    # the history offers the same for the trained item
+    pg.click("#history-refresh")
+    pg.wait_for_selector(
+        "#history li[data-model='wavespeed-ai/wan-2.2-i2v-lora-trainer'] >> text=Generate with this LoRA"
+    )
+
     # 8. phone width: one column, nothing wider than the screen
     pg.set_viewport_size(PHONE)
     assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

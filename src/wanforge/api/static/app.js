@@ -190,6 +190,7 @@ const history = new History($("history"), {
   },
   onOpen: open,
   onError: showError,
+  onGenerateWithLora: (high, low) => generateWithLora(high, low),
 });
 
 async function showHealth() {

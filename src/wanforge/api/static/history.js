@@ -13,7 +13,8 @@ function when(iso) {
 }
 
 export class History {
-  constructor(container, { onRerun, onOpen, onError, onChange }) {
+  constructor(container, { onRerun, onOpen, onError, onChange, onGenerateWithLora }) {
+    this.onGenerateWithLora = onGenerateWithLora;
     this.container = container;
     this.onRerun = onRerun;
     this.onOpen = onOpen;
@@ -72,6 +73,10 @@ export class History {
       h("button", { type: "button", class: "small", onclick: () => this.onOpen(item) }, "Open"),
       h("button", { type: "button", class: "small", onclick: () => this.rerun(item) }, "Re-run"),
     ];
+    const { high_noise_lora: high, low_noise_lora: low } = item.result || {};
+    if (item.status === "completed" && high && low) {
+      buttons.push(h("button", { type: "button", class: "small", onclick: () => this.onGenerateWithLora(high, low) }, "Generate with this LoRA"));
+    }
     if (!TERMINAL.has(item.status)) {
       buttons.push(h("button", { type: "button", class: "small", onclick: () => this.cancel(item) }, "Cancel"));
     }

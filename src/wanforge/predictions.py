@@ -70,6 +70,11 @@ class PredictionOut(BaseModel):
     completed_at: str | None = None
     result: dict[str, Any] = Field(default_factory=dict)
     logs: list[str] = Field(default_factory=list)
+    input: dict[str, Any] | None = Field(
+        default=None,
+        description="the request body as the server took it (defaults filled in), to re-run it; "
+        "only in GET /api/v3/predictions/{id} (with `logs`), null in results, lists and webhooks",
+    )
     webhook: WebhookOut | None = Field(
         default=None, description="delivery of the ?webhook= POST; null when none was asked for"
     )
@@ -136,6 +141,7 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
         completed_at=iso(row.completed_at),
         result=_shown_result(row, base),
         logs=list(row.logs or []) if with_logs else [],
+        input=dict(row.input or {}) if with_logs else None,
         webhook=_webhook_out(row),
         expired_at=iso(row.expired_at),
     )

@@ -19,6 +19,7 @@ from wanforge.api.deps import AppState
 from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
 from wanforge.api.retention import RetentionSweeper
+from wanforge.api.routes_playground import mount_playground
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_media.router, responses=ERROR_RESPONSES)
+    mount_playground(app)  # the page at / and /playground, and GET /api/v3/models
     # last: it ends with the unknown-model catch-all
     app.include_router(routes_predictions.router, responses=ERROR_RESPONSES)
     return app

@@ -191,6 +191,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    # Attention backend (issue 11; docs/performance.md): diffusers' attention_dispatch backend
+    attention_backend: Literal["auto", "_flash_3", "sage", "_native_cudnn", "native"] = Field(
+        default="auto",
+        description="auto: the fastest this GPU can run (FlashAttention 3 on Hopper, SageAttention, "
+        "cuDNN SDPA, native SDPA); or one of them by name (the worker fails to start if unavailable)",
+    )
+
     @property
     def ultra_fast_configured(self) -> bool:
         """Whether the *-ultra-fast models are served (both distill LoRAs are set)."""

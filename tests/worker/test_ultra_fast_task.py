@@ -90,7 +90,7 @@ def test_a_job_runs_four_steps_without_cfg_with_the_distill_loras(
         ("ultra-fast distill LoRA (low noise)", "low_noise", 1.0),
     ]
     assert {"inference", "lora_load", "lora_activate"} <= set(out.timings.model_dump())
-    assert engine.requests[-1].sampling == "ultra_fast"
+    assert engine.requests[-1].sampling == "ultra_fast" and out.result["attention_backend"] == "native"
     assert str(distill_dir) not in str(out.model_dump())  # no server path reaches the client
 
 

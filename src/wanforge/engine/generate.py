@@ -90,6 +90,7 @@ class GenerationResult:
     sampling: Sampling = "standard"
     steps: int = 0
     cfg: bool = True
+    attention_backend: str = "native"
 
 
 def resolve_seed(seed: int) -> int:
@@ -361,4 +362,5 @@ class Engine:
             sampling=req.sampling,
             steps=plan.steps,
             cfg=plan.cfg,
+            attention_backend=self.loaded.attention_backend,
         )

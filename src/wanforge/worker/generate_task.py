@@ -116,6 +116,7 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
         "sampling": result.sampling,
         "steps": result.steps,
         "cfg": result.cfg,
+        "attention_backend": result.attention_backend,
         **safety,
     }
     if with_loras or ultra_fast:

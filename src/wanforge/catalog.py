@@ -245,6 +245,14 @@ class ImageToVideoLoraInput(I2VLoraInput):
     resolution: Literal["480p", "720p"] = Field(default="480p", description="The resolution of the video.")
 
 
+Sampling = Literal["standard", "ultra_fast"]  # as wanforge.engine.profiles.Sampling (no torch here)
+
+ULTRA_FAST_HINT = (
+    "is not enabled on this server: the ultra-fast models need the operator's distill LoRAs, "
+    "set by WANFORGE_ULTRA_FAST_HIGH_NOISE_LORA and WANFORGE_ULTRA_FAST_LOW_NOISE_LORA"
+)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
@@ -252,6 +260,9 @@ class ModelSpec:
     input_model: type[BaseModel]
     resolution: str | None = None
     summary: str = ""
+    # "ultra_fast": the step-distilled 4-step schedule with the distill LoRAs (served only when
+    # the operator configures them: see `served`)
+    sampling: Sampling = "standard"
 
 
 class I2VPlus480pInput(I2VInput):
@@ -266,11 +277,39 @@ class I2VPlus1080pInput(I2VInput):
     """Alibaba Wan 2.2 I2V Plus 1080p: one image and a prompt to a 5-second 1080p (Full HD) video."""
 
 
+class I2V480pUltraFastInput(I2VInput):
+    """Wan 2.2 image-to-video 480p, ultra-fast (distilled 4 steps): one image and a prompt to a 5-second video."""
+
+
+class I2V720pUltraFastInput(I2VInput):
+    """Wan 2.2 image-to-video 720p, ultra-fast (distilled 4 steps): one image and a prompt to a 5-second video."""
+
+
+class I2V480pLoraUltraFastInput(I2VLoraInput):
+    """Wan 2.2 image-to-video 480p with LoRAs, ultra-fast (distilled 4 steps)."""
+
+
+class I2V720pLoraUltraFastInput(I2VLoraInput):
+    """Wan 2.2 image-to-video 720p with LoRAs, ultra-fast (distilled 4 steps)."""
+
+
 _I2V_INPUTS: dict[str, type[I2VInput]] = {
     "480p": I2VPlus480pInput,
     "720p": I2VPlus720pInput,
     "1080p": I2VPlus1080pInput,
 }
+
+
+def _ultra_fast(resolution: str, input_model: type[BaseModel], lora: bool) -> ModelSpec:
+    return ModelSpec(
+        id=f"wavespeed-ai/wan-2.2/i2v-{resolution}{'-lora' if lora else ''}-ultra-fast",
+        kind=TaskKind.GENERATE,
+        input_model=input_model,
+        resolution=resolution,
+        summary=f"Wan 2.2 image-to-video{' with LoRAs' if lora else ''}, ultra-fast (distilled 4 steps), "
+        f"{'5 or 8 s' if lora else '5 s'} at {resolution}",
+        sampling="ultra_fast",
+    )
 
 
 def _i2v(resolution: str) -> ModelSpec:
@@ -309,6 +348,10 @@ MODELS: dict[str, ModelSpec] = {
             input_model=ImageToVideoLoraInput,
             summary="Wan 2.2 image-to-video with LoRAs, 5 or 8 s at 480p or 720p (`resolution`)",
         ),
+        _ultra_fast("480p", I2V480pUltraFastInput, lora=False),
+        _ultra_fast("720p", I2V720pUltraFastInput, lora=False),
+        _ultra_fast("480p", I2V480pLoraUltraFastInput, lora=True),
+        _ultra_fast("720p", I2V720pLoraUltraFastInput, lora=True),
         ModelSpec(
             id="wavespeed-ai/wan-2.2-i2v-lora-trainer",
             kind=TaskKind.TRAIN,
@@ -321,6 +364,16 @@ MODELS: dict[str, ModelSpec] = {
 
 def get_model(model_id: str) -> ModelSpec | None:
     return MODELS.get(model_id.strip("/"))
+
+
+def served(spec: ModelSpec, settings: Settings) -> bool:
+    """Whether this server offers ``spec``: the ultra-fast models only with their distill LoRAs."""
+    return spec.sampling != "ultra_fast" or settings.ultra_fast_configured
+
+
+def served_models(settings: Settings) -> list[str]:
+    """The ids this server offers, sorted."""
+    return sorted(spec.id for spec in MODELS.values() if served(spec, settings))
 
 
 def generation_resolution(spec: ModelSpec, inp: BaseModel) -> str | None:

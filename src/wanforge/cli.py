@@ -265,7 +265,12 @@ def generate(
     with Progress() as progress:
         task = progress.add_task(f"loading {settings.model}", total=None)
         engine = Engine(
-            load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
+            load_pipeline(
+                settings.model,
+                device=settings.device,
+                memory_mode=settings.memory_mode,
+                attention=settings.attention_backend,
+            )
         )
         used_seed = resolve_seed(seed)
         progress.update(task, description=f"denoising (seed {used_seed})")
@@ -316,7 +321,12 @@ def train(
     from wanforge.training.trainer import TrainProgress
 
     settings = load_settings(model=model)
-    loaded = load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
+    loaded = load_pipeline(
+        settings.model,
+        device=settings.device,
+        memory_mode=settings.memory_mode,
+        attention=settings.attention_backend,
+    )
     work = out / ".wanforge-train"
     columns = (
         TextColumn("{task.description}"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -165,6 +165,43 @@ class Settings(BaseSettings):
     def lora_cache_dir(self) -> Path:
         """Downloaded LoRA files, named by their content's sha256."""
         return self.data_dir / "loras"
+
+    # Ultra-fast models (issue 11; docs/api.md "Ultra-fast models"): the step-distilled 4-step
+    # schedule runs with the operator's distill LoRAs, one per expert; unset: not served
+    ultra_fast_high_noise_lora: Path | None = Field(
+        default=None,
+        description="the high-noise expert's distill LoRA (.safetensors; LightX2V / Lightning / "
+        "any format the LoRA models accept) for the *-ultra-fast models",
+    )
+    ultra_fast_low_noise_lora: Path | None = Field(
+        default=None, description="the low-noise expert's distill LoRA for the *-ultra-fast models"
+    )
+
+    @field_validator("ultra_fast_high_noise_lora", "ultra_fast_low_noise_lora", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _ultra_fast_pair(self) -> Settings:
+        if (self.ultra_fast_high_noise_lora is None) != (self.ultra_fast_low_noise_lora is None):
+            raise ValueError(
+                "set both WANFORGE_ULTRA_FAST_HIGH_NOISE_LORA and WANFORGE_ULTRA_FAST_LOW_NOISE_LORA "
+                "(one distill LoRA per expert), or neither"
+            )
+        return self
+
+    # Attention backend (issue 11; docs/performance.md): diffusers' attention_dispatch backend
+    attention_backend: Literal["auto", "_flash_3", "sage", "_native_cudnn", "native"] = Field(
+        default="auto",
+        description="auto: the fastest this GPU can run (FlashAttention 3 on Hopper, SageAttention, "
+        "cuDNN SDPA, native SDPA); or one of them by name (the worker fails to start if unavailable)",
+    )
+
+    @property
+    def ultra_fast_configured(self) -> bool:
+        """Whether the *-ultra-fast models are served (both distill LoRAs are set)."""
+        return self.ultra_fast_high_noise_lora is not None and self.ultra_fast_low_noise_lora is not None
 
     @property
     def worker_stale_s(self) -> float:

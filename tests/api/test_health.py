@@ -23,7 +23,7 @@ def _age(db: Database, worker_id: str, seconds: float) -> None:
 def test_public_health_names_no_host_pid_or_job(client: TestClient, db: Database) -> None:
     report_state(db, "host-a-4242-abcdef", WorkerState.READY, model="demo", job="job123")
     body = client.get("/health").json()
-    assert set(body) == {"status", "version", "worker", "content_checker"}
+    assert set(body) == {"status", "version", "worker", "content_checker", "attention_backend"}
     assert body["status"] == "ok" and body["worker"] == "ready"
     assert "host-a" not in str(body) and "4242" not in str(body) and "job123" not in str(body)
 
@@ -37,7 +37,13 @@ def test_keyed_health_lists_workers(client: TestClient, db: Database, auth: dict
     assert worker["state"] == "ready"
     # a wrong key gets the public answer (still 200: load balancers probe without keys)
     bad = client.get("/health", headers={"Authorization": "Bearer wf_nope"})
-    assert bad.status_code == 200 and set(bad.json()) == {"status", "version", "worker", "content_checker"}
+    assert bad.status_code == 200 and set(bad.json()) == {
+        "status",
+        "version",
+        "worker",
+        "content_checker",
+        "attention_backend",
+    }
 
 
 def test_keyed_health_names_the_model_not_its_server_path(
@@ -91,3 +97,16 @@ def test_health_names_the_content_checker(
     }
     assert keyed["prompt_expansion"] == {"configured": True, "model": "qwen2.5-vl", "vision": True}
     assert "10.0.0.5" not in str(keyed)
+
+
+def test_health_names_the_ready_workers_attention_backend(
+    client: TestClient, db: Database, auth: dict[str, str]
+) -> None:
+    assert client.get("/health").json()["attention_backend"] is None  # no worker ready yet
+    report_state(db, "host-a-1-aaaaaa", WorkerState.READY, model="demo", detail="attention_backend=_flash_3")
+    assert client.get("/health").json()["attention_backend"] == "_flash_3"
+    report_state(db, "host-b-2-bbbbbb", WorkerState.READY, model="demo", detail="attention_backend=native")
+    report_state(db, "host-c-3-cccccc", WorkerState.FAILED, model="demo", detail="RuntimeError: no GPU")
+    assert client.get("/health").json()["attention_backend"] == "_flash_3, native"
+    workers = {w["id"]: w["attention_backend"] for w in client.get("/health", headers=auth).json()["workers"]}
+    assert workers == {"host-a-1-aaaaaa": "_flash_3", "host-b-2-bbbbbb": "native", "host-c-3-cccccc": None}

@@ -83,6 +83,8 @@ def create_app(
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_media.router, responses=ERROR_RESPONSES)
+    if settings.ultra_fast_configured:  # the distill LoRAs are set: serve the ultra-fast models
+        app.include_router(routes_predictions.ultra_fast_router, responses=ERROR_RESPONSES)
     mount_playground(app)  # the page at / and /playground, and GET /api/v3/models
     # last: it ends with the unknown-model catch-all
     app.include_router(routes_predictions.router, responses=ERROR_RESPONSES)

@@ -19,7 +19,7 @@ from wanforge.api.deps import StateDep
 from wanforge.api.guard import key_problem
 from wanforge.config import Settings
 from wanforge.store.tables import Worker
-from wanforge.store.workers import live_workers
+from wanforge.store.workers import attention_backend_of, live_workers
 from wanforge.vocabulary import WorkerState
 
 router = APIRouter(tags=["health"])
@@ -95,11 +95,14 @@ def health(request: Request, state: StateDep) -> dict[str, Any]:
             "worker": f"unknown: store {type(exc).__name__}",
             "content_checker": state.settings.content_checker,
         }
+    backends = sorted({b for w in workers if (b := attention_backend_of(w.detail)) is not None})
     public: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
         "worker": overall_state(workers),
         "content_checker": state.settings.content_checker,
+        # what the ready workers run attention with (one name when they agree); null before any is ready
+        "attention_backend": ", ".join(backends) or None,
     }
     header = request.headers.get("authorization")
     if not header:
@@ -120,6 +123,7 @@ def health(request: Request, state: StateDep) -> dict[str, Any]:
                 "state": w.state,
                 "model": model_label(w.model),
                 "detail": w.detail,
+                "attention_backend": attention_backend_of(w.detail),
                 "current_job": w.current_job,
                 "pid": w.pid,
                 "heartbeat_at": w.heartbeat_at.isoformat() + "Z",

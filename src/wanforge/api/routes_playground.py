@@ -19,7 +19,7 @@ from starlette.types import Scope
 
 from wanforge.api.deps import KeyDep
 from wanforge.api.errors import envelope
-from wanforge.catalog import MODELS, ModelSpec
+from wanforge.catalog import MODELS, ModelSpec, served
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/playground/static"
@@ -81,6 +81,7 @@ def list_models(request: Request, _key: KeyDep) -> dict[str, Any]:
                 "input_schema": _schema_ref(app, spec),
             }
             for spec in MODELS.values()
+            if served(spec, request.app.state.wanforge.settings)  # the ultra-fast ones only with their distill LoRAs
         ]
     )
 

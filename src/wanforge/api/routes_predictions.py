@@ -17,7 +17,7 @@ from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
 from wanforge.api.tenancy import check_own_files, limits_for, visible_to
 from wanforge.api.wire import DeleteEnvelope, DeleteIn, ListEnvelope, ListIn, WebhookSecretEnvelope
-from wanforge.catalog import MODELS, ModelSpec
+from wanforge.catalog import MODELS, ULTRA_FAST_HINT, ModelSpec, get_model, served_models
 from wanforge.logs import set_prediction
 from wanforge.media.errors import Refused
 from wanforge.media.fetch import check_post_url
@@ -31,6 +31,9 @@ from wanforge.webhooks.secret import webhook_secret
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
 log = logging.getLogger("wanforge.api")
+# the ultra-fast models' submit routes: the app includes them only when the operator configured
+# the distill LoRAs (`Settings.ultra_fast_configured`), so they are listed (OpenAPI) only then
+ultra_fast_router = APIRouter(prefix="/api/v3", tags=["predictions"])
 
 
 SYNC_POLL_S = 0.25  # how often a sync-mode request reads its prediction's status
@@ -138,7 +141,7 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
 
 
 for _spec in MODELS.values():
-    router.add_api_route(
+    (ultra_fast_router if _spec.sampling == "ultra_fast" else router).add_api_route(
         f"/{_spec.id}",
         _make_submit(_spec),
         methods=["POST"],
@@ -245,5 +248,8 @@ def get_webhook_secret(state: StateDep, key: KeyDep) -> dict[str, Any]:
 
 
 @router.post("/{model_id:path}", include_in_schema=False)
-def unknown_model(model_id: str, request: Request, _key: KeyDep) -> None:
-    raise ApiError(404, f"unknown model '{model_id}'; this server offers: {', '.join(sorted(MODELS))}")
+def unknown_model(model_id: str, request: Request, state: StateDep, _key: KeyDep) -> None:
+    if get_model(model_id) is not None:  # a catalog model whose route this app did not include
+        raise ApiError(404, f"model '{model_id.strip('/')}' {ULTRA_FAST_HINT} (see docs/api.md)")
+    offered = ", ".join(served_models(state.settings))
+    raise ApiError(404, f"unknown model '{model_id}'; this server offers: {offered}")

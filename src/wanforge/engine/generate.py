@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 from PIL import Image
 
 from wanforge.engine.adapters import AdapterCache, AppliedLoras
 from wanforge.engine.loading import LoadedModel
 from wanforge.engine.loras import LoraRequest
-from wanforge.engine.profiles import ModelProfile
+from wanforge.engine.profiles import ModelProfile, Sampling
 from wanforge.engine.sizing import fit_image, generation_size, output_size
 from wanforge.engine.upscale import upscale_frames
 from wanforge.media.images import normalize_image
@@ -45,6 +46,8 @@ class GenerationRequest:
     loras: tuple[LoraRequest, ...] = ()
     # first-last-frame generation: the video ends on this image (fitted to the size like `image`)
     last_image: Image.Image | None = None
+    # "ultra_fast": the profile's step-distilled schedule (the caller adds the distill LoRAs)
+    sampling: Sampling = "standard"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,13 @@ class GenerationPlan:
     guidance_scale_2: float
     negative_prompt: str
     max_sequence_length: int
+    # fixed unshifted sigmas of a distilled schedule (flow-matching Euler); None: UniPC over `steps`
+    sigmas: tuple[float, ...] | None = None
+
+    @property
+    def cfg(self) -> bool:
+        """Whether each step runs the unconditional pass too (diffusers: ``guidance_scale > 1``)."""
+        return self.guidance_scale > 1
 
 
 @dataclass
@@ -76,6 +86,11 @@ class GenerationResult:
     adapters: list[dict[str, Any]] = field(default_factory=list)
     # what was skipped in partially matching LoRA files (for the prediction's logs)
     notes: list[str] = field(default_factory=list)
+    # the schedule that ran: denoising steps and whether each step had a CFG pass
+    sampling: Sampling = "standard"
+    steps: int = 0
+    cfg: bool = True
+    attention_backend: str = "native"
 
 
 def resolve_seed(seed: int) -> int:
@@ -92,6 +107,22 @@ def plan_generation(profile: ModelProfile, req: GenerationRequest) -> Generation
     width, height = output_size(image_w, image_h, req.resolution)
     gen_resolution = profile.generation_resolution(req.resolution)
     gen_width, gen_height = generation_size(image_w, image_h, gen_resolution, area=profile.generation_area)
+    if req.sampling == "ultra_fast":
+        fast = profile.ultra_fast
+        return GenerationPlan(
+            gen_width=gen_width,
+            gen_height=gen_height,
+            width=width,
+            height=height,
+            num_frames=profile.num_frames(req.duration_s),
+            steps=len(fast.step_list),
+            flow_shift=fast.shift,
+            guidance_scale=fast.guidance_scale,
+            guidance_scale_2=fast.guidance_scale_2,
+            negative_prompt=profile.negative_prompt_for(req.negative_prompt),
+            max_sequence_length=profile.max_sequence_length,
+            sigmas=fast.sigmas(),
+        )
     return GenerationPlan(
         gen_width=gen_width,
         gen_height=gen_height,
@@ -114,6 +145,44 @@ def make_scheduler(config: Any, flow_shift: float) -> UniPCMultistepScheduler:
     )
 
 
+class FixedSigmasScheduler(FlowMatchEulerDiscreteScheduler):
+    """diffusers' flow-matching Euler scheduler held to one list of sigmas.
+
+    ``WanImageToVideoPipeline`` calls ``scheduler.set_timesteps(num_inference_steps)`` and has no
+    ``sigmas`` argument to pass on, so this subclass supplies them: everything else (the shift,
+    the terminal sigma 0, the Euler step) is diffusers' own code."""
+
+    fixed_sigmas: tuple[float, ...] = ()
+
+    def set_timesteps(  # type: ignore[override]
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        **_ignored: Any,
+    ) -> None:
+        if num_inference_steps is not None and num_inference_steps != len(self.fixed_sigmas):
+            raise ValueError(
+                f"this schedule has {len(self.fixed_sigmas)} steps, the pipeline asked for {num_inference_steps}"
+            )
+        super().set_timesteps(device=device, sigmas=list(self.fixed_sigmas))  # type: ignore[arg-type]
+
+
+def distilled_scheduler(config: Any, sigmas: tuple[float, ...], shift: float) -> FixedSigmasScheduler:
+    """A flow-matching Euler scheduler that runs exactly ``sigmas`` (shifted by ``shift``)."""
+    scheduler = FixedSigmasScheduler(
+        num_train_timesteps=int(config.get("num_train_timesteps", 1000)), shift=shift
+    )
+    scheduler.fixed_sigmas = sigmas
+    return scheduler
+
+
+def scheduler_for(config: Any, plan: GenerationPlan) -> UniPCMultistepScheduler | FixedSigmasScheduler:
+    """The plan's scheduler, built fresh for every call from the checkpoint's scheduler config."""
+    if plan.sigmas is not None:
+        return distilled_scheduler(config, plan.sigmas, plan.flow_shift)
+    return make_scheduler(config, plan.flow_shift)
+
+
 def run_pipeline(
     pipe: WanImageToVideoPipeline,
     image: Image.Image,
@@ -127,8 +196,26 @@ def run_pipeline(
 
     ``last_image`` (already at the generation size) makes the video end on it: the pipeline
     VAE-encodes it as the last frame of the condition, beside the first."""
-    pipe.scheduler = make_scheduler(pipe.scheduler.config, plan.flow_shift)
-    output = pipe(
+    checkpoint_scheduler = pipe.scheduler
+    pipe.scheduler = scheduler_for(checkpoint_scheduler.config, plan)
+    try:
+        output = _call(pipe, image, prompt, plan, generator, callback, last_image)
+    finally:
+        if plan.sigmas is not None:  # the next call builds its UniPC from the checkpoint's config again
+            pipe.scheduler = checkpoint_scheduler
+    return np.asarray(output.frames[0], dtype=np.float32)
+
+
+def _call(
+    pipe: WanImageToVideoPipeline,
+    image: Image.Image,
+    prompt: str,
+    plan: GenerationPlan,
+    generator: torch.Generator,
+    callback: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None,
+    last_image: Image.Image | None,
+) -> Any:
+    return pipe(
         image=image,
         last_image=last_image,
         prompt=prompt,
@@ -144,7 +231,6 @@ def run_pipeline(
         max_sequence_length=plan.max_sequence_length,
         callback_on_step_end=callback,
     )
-    return np.asarray(output.frames[0], dtype=np.float32)
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -273,4 +359,8 @@ class Engine:
             },
             adapters=applied.adapters,
             notes=applied.notes,
+            sampling=req.sampling,
+            steps=plan.steps,
+            cfg=plan.cfg,
+            attention_backend=self.loaded.attention_backend,
         )

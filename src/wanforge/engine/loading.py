@@ -14,6 +14,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
+from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile
 
 MemoryMode = Literal["gpu", "model_offload", "group_offload"]
@@ -37,6 +38,8 @@ class LoadedModel:
     dtype: torch.dtype
     memory_mode: MemoryMode
     name: str
+    # the diffusers attention backend both experts run (see engine/attention.py)
+    attention_backend: AttentionBackend = "native"
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -169,6 +172,7 @@ def load_pipeline(
     device: str | None = None,
     memory_mode: str | None = None,
     profile: ModelProfile | None = None,
+    attention: str = "auto",
 ) -> LoadedModel:
     """Load ``model``: ``"demo"`` or the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory.
 
@@ -176,10 +180,12 @@ def load_pipeline(
     ``memory_mode`` (CUDA only): ``"gpu"`` keeps everything resident, ``"model_offload"`` keeps
     the idle models (the other expert, the text encoder) on the CPU, ``"group_offload"`` streams
     layers from the CPU; ``None`` picks from the free GPU memory. ``profile`` overrides the
-    sampling defaults (by default the demo or the A14B profile).
+    sampling defaults (by default the demo or the A14B profile). ``attention``: ``"auto"`` (the
+    fastest backend this device can run) or a backend name (see :mod:`wanforge.engine.attention`).
     """
     target = resolve_device(device)
     requested_mode = _check_request(target, memory_mode)
+    backend = choose_backend(attention, probe(target))
     if model == DEMO_MODEL:
         pipe = _load_demo()
         dtype = torch.float32
@@ -196,8 +202,16 @@ def load_pipeline(
     pipe.register_to_config(boundary_ratio=chosen_profile.boundary_ratio)
     pipe.set_progress_bar_config(disable=True)
     _place(pipe, target, mode)
+    if backend != "native" or attention == "native":  # unset, the experts already run native SDPA
+        set_backend(pipe, backend)
     return LoadedModel(
-        pipe=pipe, profile=chosen_profile, device=target, dtype=dtype, memory_mode=mode, name=name
+        pipe=pipe,
+        profile=chosen_profile,
+        device=target,
+        dtype=dtype,
+        memory_mode=mode,
+        name=name,
+        attention_backend=backend,
     )
 
 

@@ -15,6 +15,9 @@ from typing import Literal
 from wanforge.engine.sizing import get_preset
 
 Strategy1080p = Literal["upscale", "native"]
+# "standard": the profile's own steps, UniPC and CFG; "ultra_fast": its step-distilled schedule
+# (the model runs with the operator's distill LoRAs; see DistilledSchedule)
+Sampling = Literal["standard", "ultra_fast"]
 
 # The default negative prompt of the reference Wan 2.x code (``shared_config.sample_neg_prompt``),
 # used when a request leaves its negative prompt empty.
@@ -28,6 +31,42 @@ DEMO_AREA = 64 * 112
 
 
 @dataclass(frozen=True)
+class DistilledSchedule:
+    """The 4-step schedule of the step-distilled Wan 2.2 I2V LoRAs (LightX2V, Lightning).
+
+    ``step_list`` is the distillers' ``denoising_step_list``: timesteps on the *unshifted*
+    0..1000 axis. Each becomes a sigma ``x = t / 1000`` that the flow shift maps to
+    ``shift * x / (1 + (shift - 1) * x)``, so with shift 5.0 the experts see the timesteps
+    1000, 937.5, 833.3 and 625 and the I2V boundary (0.9 * 1000) gives the first two to the
+    high-noise expert and the last two to the low-noise one (LightX2V's ``boundary_step_index``
+    2). Each step is a plain flow-matching Euler step to the next sigma (0 after the last), and
+    guidance 1 means no unconditional pass (diffusers runs CFG only when ``guidance_scale > 1``).
+    Reference: LightX2V ``configs/wan22/wan_moe_i2v_distill.json`` and its
+    ``Wan22StepDistillScheduler``.
+    """
+
+    step_list: tuple[int, ...] = (1000, 750, 500, 250)
+    shift: float = 5.0
+    guidance_scale: float = 1.0
+    guidance_scale_2: float = 1.0
+
+    def __post_init__(self) -> None:
+        steps = self.step_list
+        if (
+            not steps
+            or any(not 0 < t <= 1000 for t in steps)
+            or list(steps) != sorted(set(steps), reverse=True)
+        ):
+            raise ValueError(f"step_list must be decreasing timesteps in 1..1000, got {list(steps)}")
+        if self.shift <= 0:
+            raise ValueError(f"shift must be > 0, got {self.shift}")
+
+    def sigmas(self, num_train_timesteps: int = 1000) -> tuple[float, ...]:
+        """The unshifted sigmas the scheduler is given (it applies ``shift`` itself)."""
+        return tuple(t / num_train_timesteps for t in self.step_list)
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     """Sampling defaults and sizing strategy of one model.
 
@@ -35,6 +74,7 @@ class ModelProfile:
     preset at that small pixel area (keeping the aspect ratio) and upscales to the output size.
     ``strategy_1080p``: ``"upscale"`` generates 1080p at 720p and upscales; ``"native"``
     denoises at 1080p directly.
+    ``ultra_fast``: the step-distilled schedule the ultra-fast models run (with distill LoRAs).
     ``cpu_threads``: torch intra-op threads while generating on a CPU (``None``: torch's own
     setting). The demo uses 1: its tensors are too small to gain from more, and on a busy
     machine OpenMP threads spinning on each other make it 10-20x slower.
@@ -53,6 +93,7 @@ class ModelProfile:
     default_negative_prompt: str = WAN_NEGATIVE_PROMPT
     max_sequence_length: int = 512
     cpu_threads: int | None = None
+    ultra_fast: DistilledSchedule = DistilledSchedule()
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -12,6 +12,20 @@ from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import Worker
 from wanforge.vocabulary import WorkerState
 
+# a ready worker's `detail` names its attention backend this way (read back by /health)
+ATTENTION_DETAIL = "attention_backend="
+
+
+def attention_detail(backend: str) -> str:
+    return f"{ATTENTION_DETAIL}{backend}"
+
+
+def attention_backend_of(detail: str | None) -> str | None:
+    """The attention backend a ready worker reported in its `detail`, if any."""
+    if detail and detail.startswith(ATTENTION_DETAIL):
+        return detail.removeprefix(ATTENTION_DETAIL).split()[0] or None
+    return None
+
 
 def host_label() -> str:
     """This machine's name as worker ids use it (short enough for the id column)."""

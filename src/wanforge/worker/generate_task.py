@@ -23,6 +23,7 @@ from wanforge.media.images import decode_image
 from wanforge.safety.checker import ContentChecker
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
+from wanforge.worker.distill import DISTILL_NAMES, distill_loras
 from wanforge.worker.expansion import prompt_for
 from wanforge.worker.lora_sources import ResolvedLoras, resolve_loras
 from wanforge.worker.moderation import screen_input, screen_output
@@ -48,6 +49,10 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
         seed = resolve_seed(inp.seed)
         ctx.remember({"seed": seed})
 
+    ultra_fast = spec.sampling == "ultra_fast"
+    # checked before any download: a worker without the distill LoRAs fails the job at once
+    distill = distill_loras(ctx.settings, spec.id) if ultra_fast else ()
+
     image = _read_image(ctx, inp.image, "image")
     screen_input(ctx, checker, image)
     with_loras = isinstance(inp, I2VLoraInput)
@@ -67,8 +72,10 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
         resolution=resolution,
         seed=seed,
         duration_s=inp.duration,
-        loras=loras.requests,
+        # the distill LoRAs first, the request's own stacked on top
+        loras=(*distill, *loras.requests),
         last_image=last_image,
+        sampling=spec.sampling,
     )
     ctx.progress.report("denoising", 0, 1, force=True, seed=seed)
     started = time.monotonic()
@@ -87,6 +94,8 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
     except GenerationCancelled as exc:
         raise TaskStopped(str(exc)) from exc
     except LoraError as exc:
+        if any(name in str(exc) for name in DISTILL_NAMES.values()):  # the operator's file, not the client's
+            raise TaskError(ErrorCode.UNAVAILABLE, f"model {spec.id} is not available: {exc}") from exc
         fields = loras.fields_named_in(str(exc))
         where = ", ".join(fields) if fields else "loras"
         raise TaskError(ErrorCode.INVALID_PARAMETER, f"invalid parameter {where}: {exc}") from exc
@@ -110,9 +119,14 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
         "frames": int(result.frames.shape[0]),
         "fps": result.fps,
         "inference_s": round(inference_s, 3),
+        # the schedule that ran: denoising steps, and whether each had a CFG (unconditional) pass
+        "sampling": result.sampling,
+        "steps": result.steps,
+        "cfg": result.cfg,
+        "attention_backend": result.attention_backend,
         **safety,
     }
-    if with_loras:
+    if with_loras or ultra_fast:
         outcome.update(_lora_facts(result, loras))
     return TaskOutcome(outputs=[key], result=outcome)
 

@@ -96,7 +96,8 @@ class WorkerLoop:
                 detail=scrub_paths(f"{type(exc).__name__}: {exc}"),
             )
             return False
-        report_state(self.db, self.worker_id, WorkerState.READY, model=self.settings.model)
+        detail = getattr(self.tasks, "detail", "")  # how it runs (tasks.TaskTable): the attention backend
+        report_state(self.db, self.worker_id, WorkerState.READY, model=self.settings.model, detail=detail)
         return True
 
     @contextlib.contextmanager

@@ -8,15 +8,31 @@ from wanforge.config import Settings
 from wanforge.engine.generate import Engine
 from wanforge.engine.loading import load_pipeline
 from wanforge.safety.checker import build_checker
+from wanforge.store.workers import attention_detail
 from wanforge.worker.context import Task
 from wanforge.worker.generate_task import run_generate
 from wanforge.worker.train_task import run_train
 
 
-def build_tasks(settings: Settings) -> dict[str, Task]:
-    loaded = load_pipeline(settings.model, device=settings.device, memory_mode=settings.memory_mode)
+class TaskTable(dict[str, Task]):
+    """The tasks by kind, and how they run, for the worker row's `detail` (shown on /health)."""
+
+    detail: str = ""
+
+
+def build_tasks(settings: Settings) -> TaskTable:
+    loaded = load_pipeline(
+        settings.model,
+        device=settings.device,
+        memory_mode=settings.memory_mode,
+        attention=settings.attention_backend,
+    )
     engine = Engine(loaded)
-    return {
-        "generate": partial(run_generate, engine=engine, checker=build_checker(settings)),
-        "train": partial(run_train, loaded=loaded),
-    }
+    tasks = TaskTable(
+        {
+            "generate": partial(run_generate, engine=engine, checker=build_checker(settings)),
+            "train": partial(run_train, loaded=loaded),
+        }
+    )
+    tasks.detail = attention_detail(loaded.attention_backend)
+    return tasks

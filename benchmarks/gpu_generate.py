@@ -1,0 +1,160 @@
+"""Generation speed of a full-size Wan2.2-I2V-A14B on one GPU, with random weights (no download).
+
+    python benchmarks/gpu_generate.py                  # on a GPU: every resolution, profile, option
+    python benchmarks/gpu_generate.py --smoke          # on the CPU, tiny config, seconds (CI)
+    python benchmarks/gpu_generate.py --out results.json
+
+Per resolution (480p, 720p, native 1080p; 81 frames) and option (each attention backend this GPU
+can run, regional compile off/on) it measures one expert forward (seconds), its achieved TFLOP/s
+against the GPU's dense bf16 peak, the peak GPU memory, and one VAE decode of the whole video
+(plain and tiled). Per profile it reports s/step (standard: 2 forwards a step, the CFG pass
+included; ultra-fast: 1) and the end to end time: steps x s/step + the VAE decode (the text
+encoder, which runs once a job, is not included). Both experts have the same shape, so one is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from gpu_model import (
+    A14B,
+    SMOKE,
+    Shape,
+    build_expert,
+    forward_flops,
+    gpu_facts,
+    inputs,
+    peak_memory_gib,
+    reset_peak,
+    timed,
+)
+
+from wanforge.engine.attention import available_backends, probe, set_backend
+from wanforge.engine.sizing import generation_size
+
+PROFILES = {
+    "standard": {"steps": 40, "forwards_per_step": 2},
+    "ultra_fast": {"steps": 4, "forwards_per_step": 1},
+}
+
+
+def shapes(smoke: bool) -> list[Shape]:
+    if smoke:
+        return [Shape("smoke", frames=5, height=32, width=48)]
+    out = []
+    for resolution in ("480p", "720p", "1080p"):
+        width, height = generation_size(1920, 1080, resolution)  # a 16:9 input image
+        out.append(Shape(resolution if resolution != "1080p" else "1080p-native", 81, height, width))
+    return out
+
+
+def build_vae(smoke: bool, device: torch.device, dtype: torch.dtype) -> Any:
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
+
+    if smoke:
+        from wanforge.engine.demo import build_vae as tiny
+
+        module: torch.nn.Module = tiny()
+        return module.to(device=device, dtype=dtype)
+    return AutoencoderKLWan().to(device, dtype).eval()  # the Wan2.1 VAE's config is the default
+
+
+class _Expert:
+    """Lets the attention backend be set on one expert the way the engine sets it on a pipeline."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.transformer = model
+        self.transformer_2 = None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device("cpu" if args.smoke else "cuda")
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    config = SMOKE if args.smoke else A14B
+    facts = gpu_facts(device)
+    peak = facts.get("bf16_peak_tflops")
+    repeats = 1 if args.smoke else args.repeats
+    backends = ["native"] if args.smoke else available_backends(probe(device))
+    compiles = [False] if args.smoke else [False, True]
+    rows: list[dict[str, Any]] = []
+    expert = build_expert(config, device, dtype)
+    vae = build_vae(args.smoke, device, dtype)
+    for shape in shapes(args.smoke):
+        z = torch.randn(1, 16, *shape.latent, device=device, dtype=dtype)
+        vae_s: dict[str, float] = {}
+        for tiled in (False, True):
+            vae.enable_tiling() if tiled else vae.disable_tiling()
+            reset_peak(device)
+            with torch.no_grad():
+                vae_s["tiled" if tiled else "plain"] = timed(partial(vae.decode, z), device, 1, warmup=0)
+        for backend in backends:
+            set_backend(_Expert(expert), backend)  # type: ignore[arg-type]
+            for compiled in compiles:
+                model = expert
+                if compiled:
+                    model.compile_repeated_blocks(fullgraph=True)
+                feed = inputs(config, shape, device, dtype)
+                reset_peak(device)
+                with torch.no_grad():
+                    forward_s = timed(partial(model, **feed, return_dict=False), device, repeats)
+                flops = forward_flops(config, shape.tokens(config["patch_size"]))
+                tflops = flops / forward_s / 1e12
+                row = {
+                    "resolution": shape.name,
+                    "size": f"{shape.width}x{shape.height}x{shape.frames}",
+                    "attention": backend,
+                    "compile": compiled,
+                    "forward_s": round(forward_s, 4),
+                    "tflops": round(tflops, 1),
+                    "mfu": round(tflops / peak, 3) if peak else None,
+                    "peak_memory_gib": peak_memory_gib(device),
+                    "vae_decode_s": {k: round(v, 3) for k, v in vae_s.items()},
+                    "profiles": {
+                        name: {
+                            "steps": p["steps"],
+                            "s_per_step": round(p["forwards_per_step"] * forward_s, 4),
+                            "end_to_end_s": round(
+                                p["steps"] * p["forwards_per_step"] * forward_s + vae_s["plain"], 2
+                            ),
+                        }
+                        for name, p in PROFILES.items()
+                    },
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if compiled:
+                    torch._dynamo.reset()
+                    expert = build_expert(config, device, dtype)  # an uncompiled one for the next backend
+    return {"facts": facts, "smoke": args.smoke, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny config, one repeat (CI)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forwards per measurement")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA device: run on a GPU, or pass --smoke")
+    if args.smoke:
+        torch.set_num_threads(1)
+    result = run(args)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

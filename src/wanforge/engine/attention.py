@@ -1,0 +1,100 @@
+"""The attention backend: the fastest of diffusers' attention backends this machine can run,
+chosen once when the model loads and set on both experts.
+
+diffusers dispatches every Wan attention call through ``attention_dispatch``;
+``ModelMixin.set_attention_backend(name)`` points a model's attention processors at one backend.
+Preference (fastest first): FlashAttention 3 (Hopper only), SageAttention (int8 Q·K: faster, not
+exact), cuDNN SDPA (CUDA, sm80+), PyTorch's native SDPA (everywhere; diffusers' default).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
+
+AttentionBackend = Literal["_flash_3", "sage", "_native_cudnn", "native"]
+AttentionChoice = Literal["auto", "_flash_3", "sage", "_native_cudnn", "native"]
+PREFERENCE: tuple[AttentionBackend, ...] = get_args(AttentionBackend)
+SETTING = "WANFORGE_ATTENTION_BACKEND"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What the attention backends need: a CUDA device of some compute capability, and libraries."""
+
+    cuda: bool
+    capability: tuple[int, int] | None = None
+    cudnn: bool = False
+    flash_attn_3: bool = False
+    sageattention: bool = False
+
+
+def _library_usable(backend: str) -> bool:
+    """diffusers' own check that a backend's package is installed at a usable version (private
+    in diffusers, hence guarded: a future version without it counts as 'not usable')."""
+    try:
+        from diffusers.models.attention_dispatch import (
+            AttentionBackendName,
+            _check_attention_backend_requirements,
+        )
+
+        _check_attention_backend_requirements(AttentionBackendName(backend))
+    except (ImportError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def probe(device: torch.device, library_usable: Callable[[str], bool] = _library_usable) -> Platform:
+    if device.type != "cuda":
+        return Platform(cuda=False)
+    return Platform(
+        cuda=True,
+        capability=torch.cuda.get_device_capability(device),
+        cudnn=bool(torch.backends.cudnn.is_available()),
+        flash_attn_3=library_usable("_flash_3"),
+        sageattention=library_usable("sage"),
+    )
+
+
+def available_backends(platform: Platform) -> list[AttentionBackend]:
+    """The backends ``platform`` can run, fastest first; ``native`` always."""
+    sm = platform.capability or (0, 0)
+    usable: dict[AttentionBackend, bool] = {
+        "_flash_3": platform.cuda and sm[0] == 9 and platform.flash_attn_3,
+        "sage": platform.cuda and sm >= (8, 0) and platform.sageattention,
+        "_native_cudnn": platform.cuda and sm >= (8, 0) and platform.cudnn,
+        "native": True,
+    }
+    return [name for name in PREFERENCE if usable[name]]
+
+
+def choose_backend(requested: str, platform: Platform) -> AttentionBackend:
+    """``auto``: the fastest available; a named backend must be available (else ValueError)."""
+    available = available_backends(platform)
+    if requested == "auto":
+        return available[0]
+    if requested not in PREFERENCE:
+        raise ValueError(f"{SETTING} must be auto or one of {', '.join(PREFERENCE)}, got {requested!r}")
+    if requested not in available:
+        raise ValueError(
+            f"{SETTING}={requested} is not available on this machine; available: {', '.join(available)}"
+        )
+    return requested
+
+
+def set_backend(pipe: WanImageToVideoPipeline, backend: AttentionBackend) -> None:
+    """Point both experts' attention at ``backend`` (diffusers logs that backends are experimental)."""
+    diffusers_log = logging.getLogger("diffusers.models.modeling_utils")
+    level = diffusers_log.level
+    diffusers_log.setLevel(logging.ERROR)
+    try:
+        for expert in (pipe.transformer, pipe.transformer_2):
+            if expert is not None:
+                expert.set_attention_backend(backend)
+    finally:
+        diffusers_log.setLevel(level)

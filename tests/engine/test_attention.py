@@ -1,0 +1,73 @@
+"""The attention backend: the fastest one a machine can run, chosen at load; native SDPA set
+explicitly gives exactly the frames of diffusers' default path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.engine.conftest import FAST_TEST_PROFILE, smooth_image
+from wanforge.engine.attention import Platform, available_backends, choose_backend, probe
+from wanforge.engine.generate import Engine, GenerationRequest
+from wanforge.engine.loading import LoadedModel, load_pipeline
+
+H100 = Platform(cuda=True, capability=(9, 0), cudnn=True, flash_attn_3=True, sageattention=True)
+A100 = Platform(cuda=True, capability=(8, 0), cudnn=True, flash_attn_3=True, sageattention=True)
+
+
+@pytest.mark.parametrize(
+    ("platform", "best", "available"),
+    [
+        (H100, "_flash_3", ["_flash_3", "sage", "_native_cudnn", "native"]),
+        (A100, "sage", ["sage", "_native_cudnn", "native"]),  # FlashAttention 3 is Hopper only
+        (Platform(cuda=True, capability=(9, 0), cudnn=True), "_native_cudnn", ["_native_cudnn", "native"]),
+        (Platform(cuda=True, capability=(7, 5), cudnn=True, sageattention=True), "native", ["native"]),
+        (Platform(cuda=False), "native", ["native"]),
+    ],
+)
+def test_auto_picks_the_fastest_available(platform: Platform, best: str, available: list[str]) -> None:
+    assert available_backends(platform) == available
+    assert choose_backend("auto", platform) == best
+
+
+def test_a_named_backend_must_be_available() -> None:
+    assert choose_backend("_native_cudnn", H100) == "_native_cudnn"
+    with pytest.raises(ValueError) as info:
+        choose_backend("_flash_3", A100)
+    assert str(info.value) == (
+        "WANFORGE_ATTENTION_BACKEND=_flash_3 is not available on this machine; available: sage, _native_cudnn, native"
+    )
+    with pytest.raises(ValueError, match="WANFORGE_ATTENTION_BACKEND must be auto or one of"):
+        choose_backend("xformers", H100)
+
+
+def test_a_cpu_has_only_native() -> None:
+    assert probe(torch.device("cpu"), library_usable=lambda _name: True) == Platform(cuda=False)
+    with pytest.raises(ValueError, match="WANFORGE_ATTENTION_BACKEND=sage is not available"):
+        load_pipeline("demo", device="cpu", attention="sage")
+
+
+def _frames(loaded: LoadedModel) -> tuple[np.ndarray, str]:
+    from dataclasses import replace
+
+    profile = replace(loaded.profile, **FAST_TEST_PROFILE, generation_area=48 * 32)  # type: ignore[arg-type]
+    engine = Engine(replace(loaded, profile=profile))
+    req = GenerationRequest(smooth_image(48, 32, seed=5), "a cat walks", "", "480p", seed=11, duration_s=1)
+    with torch.random.fork_rng(devices=[]):
+        result = engine.generate(req)
+    return result.frames, result.attention_backend
+
+
+def test_native_set_explicitly_equals_the_default_path_exactly() -> None:
+    explicit = load_pipeline("demo", attention="native")
+    default = load_pipeline("demo")
+    backends = {
+        name: {m.processor._attention_backend for m in pipe.transformer.modules() if hasattr(m, "processor")}
+        for name, pipe in (("explicit", explicit.pipe), ("default", default.pipe))
+    }
+    assert backends == {"explicit": {"native"}, "default": {None}}  # the two paths really differ
+    assert (explicit.attention_backend, default.attention_backend) == ("native", "native")
+    (a, backend_a), (b, backend_b) = _frames(explicit), _frames(default)
+    assert np.array_equal(a, b)
+    assert backend_a == backend_b == "native"

@@ -59,14 +59,31 @@ def serve(
     data_dir: DataDirOpt = None,
     model: ModelOpt = None,
     database_url: DbOpt = None,
-    workers: Annotated[int, typer.Option(help="worker processes to run beside the API")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="worker processes to run beside the API, one per GPU when there are several [1]"
+        ),
+    ] = None,
+    no_workers: Annotated[
+        bool,
+        typer.Option("--no-workers", help="run the API only (one of N API processes; workers run elsewhere)"),
+    ] = False,
 ) -> None:
-    """Run the API and worker process(es) on the embedded default (SQLite + a local directory)."""
+    """Run the API and worker process(es) on the embedded default (SQLite + a local directory).
+
+    With several GPUs each worker process is pinned to its own (CUDA_VISIBLE_DEVICES)."""
     from wanforge.api.app import create_app, run_server
     from wanforge.store.keys import create_key, ensure_key, has_active_key
     from wanforge.store.workers import host_label, mark_process_gone
+    from wanforge.worker import gpus
     from wanforge.worker.supervisor import WorkerSupervisor
 
+    if no_workers and workers:
+        raise typer.BadParameter(
+            "--no-workers and --workers N>0 contradict each other", param_hint="--no-workers"
+        )
+    count = 0 if no_workers else (1 if workers is None else workers)
     _logging()
     settings = load_settings(host=host, port=port, data_dir=data_dir, model=model, database_url=database_url)
     db = _open_db(settings)
@@ -81,14 +98,15 @@ def serve(
     def worker_exited(pid: int, returncode: int) -> None:
         mark_process_gone(db, host_name, pid, f"process exited with {returncode}")
 
+    pinned = gpus.worker_gpus(gpus.visible_gpus(os.environ), count) if count else []
     supervisors = [
         WorkerSupervisor(
             data_dir=settings.data_dir,
             database_url=settings.resolved_database_url(),
-            env=env,
+            env=env if gpu is None else {**env, gpus.VISIBLE_ENV: gpu},
             on_exit=worker_exited,
         )
-        for _ in range(max(0, workers))
+        for gpu in pinned
     ]
 
     def stop_workers() -> None:

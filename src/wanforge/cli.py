@@ -37,14 +37,14 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _open_db(settings: Settings) -> Any:
-    from wanforge.store.db import Database
+def _open_db(settings: Settings, *, worker: bool = False) -> Any:
+    from wanforge.store.db import Database, PoolLimits
     from wanforge.store.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
     upgrade(url)
-    return Database(url)
+    return Database(url, PoolLimits.from_settings(settings, worker=worker))
 
 
 def _logging() -> None:
@@ -133,7 +133,7 @@ def worker(data_dir: DataDirOpt = None, database_url: DbOpt = None, model: Model
 
     _logging()
     settings = load_settings(data_dir=data_dir, database_url=database_url, model=model)
-    loop = WorkerLoop(settings, _open_db(settings))
+    loop = WorkerLoop(settings, _open_db(settings, worker=True))
     loop.install_signal_handlers()
     if parent := os.environ.get(PARENT_ENV):
         loop.watch_parent(int(parent))

@@ -19,7 +19,7 @@ from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
-from wanforge.store.db import Database
+from wanforge.store.db import Database, PoolLimits
 from wanforge.webhooks.sender import WebhookSender
 
 
@@ -53,7 +53,7 @@ def create_app(
     )
     app.state.wanforge = AppState(
         settings=settings,
-        db=db or Database(settings.resolved_database_url()),
+        db=db or Database(settings.resolved_database_url(), PoolLimits.from_settings(settings)),
         storage=LocalStorage(settings.storage_dir),
     )
     app.state.stopping = stopping

@@ -103,6 +103,15 @@ class Settings(BaseSettings):
         default=1800.0, gt=0, description="PostgreSQL connections are reopened after this long"
     )
 
+    # API speed (issue 9; docs/performance.md)
+    key_cache_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=5.0,
+        description="an API process reuses a verified key this long: a revocation, expiry or new "
+        "limit takes effect within it (0: the store is read on every request)",
+    )
+
     # engine
     device: str | None = None
     memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")

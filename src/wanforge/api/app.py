@@ -17,6 +17,7 @@ from wanforge.api import routes_health, routes_media, routes_predictions
 from wanforge.api.deps import AppState
 from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
+from wanforge.api.keycache import KeyCache
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
 from wanforge.store.db import Database, PoolLimits
@@ -65,6 +66,7 @@ def create_app(
         # a JSON body may carry a data: URI of up to max_download_bytes (base64: 4/3 of it)
         max_json_bytes=settings.max_download_bytes * 4 // 3 + 64 * 1024,
         max_upload_bytes=settings.max_upload_bytes,
+        keys=KeyCache(settings.key_cache_s),
     )
     app.include_router(routes_health.router)
     app.include_router(routes_media.router, responses=ERROR_RESPONSES)

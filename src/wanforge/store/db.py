@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -90,11 +90,24 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # one read outside any transaction: no BEGIN / COMMIT round trips on PostgreSQL (SQLite
+        # begins no transaction for a read anyway, and switching its mode costs statements)
+        self._reader = (
+            self.engine
+            if self.engine.dialect.name == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for a single read statement outside a transaction (hot paths: polls)."""
+        with self._reader.connect() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -17,7 +17,6 @@ made on it for each run and dropped afterwards.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import re
 import shutil
@@ -36,6 +35,8 @@ import httpx
 from sqlalchemy import create_engine, make_url, text
 
 API_KEY = "wf_bench_" + "b" * 32
+# `--workers 0` rather than `--no-workers`: older trees (a "before" variant) know only that
+SERVE = (sys.executable, "-m", "wanforge", "serve", "--workers", "0")
 PERCENTILES = ("50%", "90%", "99%")
 
 
@@ -123,9 +124,7 @@ def parse_wrk(output: str) -> tuple[float, dict[str, float], int]:
     return rate, latency, int(non_2xx[1]) if non_2xx else 0
 
 
-def run_one(
-    variant: str, src: Path, db_spec: str, args: argparse.Namespace, work: Path
-) -> Outcome:
+def run_one(variant: str, src: Path, db_spec: str, args: argparse.Namespace, work: Path) -> Outcome:
     data_dir = work / f"{variant}-{uuid.uuid4().hex[:6]}"
     data_dir.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(src.resolve()), "WANFORGE_API_KEY": API_KEY}
@@ -142,9 +141,7 @@ def run_one(
         port = free_port()
         log = (data_dir / "server.log").open("wb")
         server = subprocess.Popen(
-            # --workers 0 rather than --no-workers: older trees (a "before" variant) know only that
-            [sys.executable, "-m", "wanforge", "serve", "--workers", "0", "--port", str(port)]
-            + ["--data-dir", str(data_dir)],
+            [*SERVE, "--port", str(port), "--data-dir", str(data_dir)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -171,7 +168,9 @@ def run_one(
             script.write_text(LUA % (", ".join(f'"{i}"' for i in ids), API_KEY))
             wrk = ["wrk", f"-t{args.threads}", f"-c{args.connections}", "--latency", "-s", str(script)]
             subprocess.run([*wrk, "-d2s", base], capture_output=True, check=True)  # warm-up
-            done = subprocess.run([*wrk, f"-d{args.duration}s", base], capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [*wrk, f"-d{args.duration}s", base], capture_output=True, text=True, check=True
+            )
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -181,8 +180,12 @@ def run_one(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=SRC", help="a source tree to run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=SRC", help="a source tree to run"
+    )
     parser.add_argument("--database", action="append", default=[], help="'sqlite' or a PostgreSQL URL")
     parser.add_argument("--duration", type=int, default=10, help="seconds of each measured wrk run")
     parser.add_argument("--connections", type=int, default=32)

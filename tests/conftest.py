@@ -24,7 +24,11 @@ POSTGRES_URL = os.environ.get("WANFORGE_TEST_DATABASE_URL")
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", allow_private_urls=True, lease_s=3.0, poll_interval_s=0.1)
+    # key_cache_s=0: a revocation made by a test holds from its next request (tests/api/test_key_cache.py
+    # covers the cache)
+    return Settings(
+        data_dir=tmp_path / "data", allow_private_urls=True, lease_s=3.0, poll_interval_s=0.1, key_cache_s=0.0
+    )
 
 
 @pytest.fixture

@@ -37,14 +37,14 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _open_db(settings: Settings) -> Any:
-    from wanforge.store.db import Database
+def _open_db(settings: Settings, *, worker: bool = False) -> Any:
+    from wanforge.store.db import Database, PoolLimits
     from wanforge.store.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
     upgrade(url)
-    return Database(url)
+    return Database(url, PoolLimits.from_settings(settings, worker=worker))
 
 
 class LogFormat(StrEnum):
@@ -77,15 +77,32 @@ def serve(
     data_dir: DataDirOpt = None,
     model: ModelOpt = None,
     database_url: DbOpt = None,
-    workers: Annotated[int, typer.Option(help="worker processes to run beside the API")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="worker processes to run beside the API, one per GPU when there are several [1]"
+        ),
+    ] = None,
+    no_workers: Annotated[
+        bool,
+        typer.Option("--no-workers", help="run the API only (one of N API processes; workers run elsewhere)"),
+    ] = False,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Run the API and worker process(es) on the embedded default (SQLite + a local directory)."""
+    """Run the API and worker process(es) on the embedded default (SQLite + a local directory).
+
+    With several GPUs each worker process is pinned to its own (CUDA_VISIBLE_DEVICES)."""
     from wanforge.api.app import create_app, run_server
     from wanforge.store.keys import create_key, ensure_key, has_active_key
     from wanforge.store.workers import host_label, mark_process_gone
+    from wanforge.worker import gpus
     from wanforge.worker.supervisor import WorkerSupervisor
 
+    if no_workers and workers:
+        raise typer.BadParameter(
+            "--no-workers and --workers N>0 contradict each other", param_hint="--no-workers"
+        )
+    count = 0 if no_workers else (1 if workers is None else workers)
     settings = load_settings(
         host=host,
         port=port,
@@ -111,14 +128,15 @@ def serve(
     def worker_exited(pid: int, returncode: int) -> None:
         mark_process_gone(db, host_name, pid, f"process exited with {returncode}")
 
+    pinned = gpus.worker_gpus(gpus.visible_gpus(os.environ), count) if count else []
     supervisors = [
         WorkerSupervisor(
             data_dir=settings.data_dir,
             database_url=settings.resolved_database_url(),
-            env=env,
+            env=env if gpu is None else {**env, gpus.VISIBLE_ENV: gpu},
             on_exit=worker_exited,
         )
-        for _ in range(max(0, workers))
+        for gpu in pinned
     ]
 
     def stop_workers() -> None:
@@ -152,7 +170,7 @@ def worker(
         data_dir=data_dir, database_url=database_url, model=model, log_format=_value(log_format)
     )
     _logging(settings)
-    loop = WorkerLoop(settings, _open_db(settings))
+    loop = WorkerLoop(settings, _open_db(settings, worker=True))
     loop.install_signal_handlers()
     if parent := os.environ.get(PARENT_ENV):
         loop.watch_parent(int(parent))

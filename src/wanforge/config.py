@@ -88,6 +88,30 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Retry-After when a running job or the queue must drain first"
     )
 
+    # database connection pools (issue 9; docs/configuration.md "Scaling out"): per process
+    db_pool_size: int = Field(default=5, ge=1, description="connections an API process keeps open")
+    db_max_overflow: int = Field(
+        default=10, ge=0, description="further connections an API process may open under load"
+    )
+    db_worker_pool_size: int = Field(
+        default=2, ge=1, description="connections a worker keeps open (and as many more under load)"
+    )
+    db_pool_timeout_s: float = Field(
+        default=30.0, gt=0, description="wait for a free connection before the request fails"
+    )
+    db_pool_recycle_s: float = Field(
+        default=1800.0, gt=0, description="PostgreSQL connections are reopened after this long"
+    )
+
+    # API speed (issue 9; docs/performance.md)
+    key_cache_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=5.0,
+        description="an API process reuses a verified key this long: a revocation, expiry or new "
+        "limit takes effect within it (0: the store is read on every request)",
+    )
+
     # engine
     device: str | None = None
     memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")

@@ -18,11 +18,12 @@ from wanforge.api import routes_health, routes_media, routes_metrics, routes_pre
 from wanforge.api.deps import AppState
 from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
+from wanforge.api.keycache import KeyCache
 from wanforge.api.retention import RetentionSweeper
 from wanforge.api.routes_playground import mount_playground
 from wanforge.config import Settings
 from wanforge.media.storage import LocalStorage
-from wanforge.store.db import Database
+from wanforge.store.db import Database, PoolLimits
 from wanforge.webhooks.sender import WebhookSender
 
 
@@ -67,7 +68,7 @@ def create_app(
     )
     app.state.wanforge = AppState(
         settings=settings,
-        db=db or Database(settings.resolved_database_url()),
+        db=db or Database(settings.resolved_database_url(), PoolLimits.from_settings(settings)),
         storage=LocalStorage(settings.storage_dir),
     )
     app.state.stopping = stopping
@@ -79,6 +80,7 @@ def create_app(
         # a JSON body may carry a data: URI of up to max_download_bytes (base64: 4/3 of it)
         max_json_bytes=settings.max_download_bytes * 4 // 3 + 64 * 1024,
         max_upload_bytes=settings.max_upload_bytes,
+        keys=KeyCache(settings.key_cache_s),
     )
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)

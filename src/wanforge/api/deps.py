@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from wanforge.api.guard import key_problem
 from wanforge.config import Settings
 from wanforge.media.storage import Storage
 from wanforge.store.db import Database, utcnow
+from wanforge.store.polls import PromptMemo
 from wanforge.store.tables import ApiKey
 
 
@@ -23,24 +25,33 @@ class AppState:
     db: Database
     storage: Storage
     clock: Callable[[], datetime] = field(default=utcnow)  # naive UTC; tests set their own
+    prompts: PromptMemo = field(default_factory=PromptMemo)  # result polls read each prompt once
 
 
-def get_state(request: Request) -> AppState:
+# async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a hop per
+# dependency per request; these only read what the request already holds
+
+
+def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.wanforge
     return state
 
 
-def base_url(request: Request) -> str:
-    state = get_state(request)
-    return (state.settings.public_url or str(request.base_url)).rstrip("/")
+async def get_state(request: Request) -> AppState:
+    return app_state(request)
 
 
-def require_key(request: Request) -> ApiKey:
+async def base_url(request: Request) -> str:
+    return (app_state(request).settings.public_url or str(request.base_url)).rstrip("/")
+
+
+async def require_key(request: Request) -> ApiKey:
     """The caller's key: checked by `ApiGuard` before the body was read, or checked here."""
     key = getattr(request.state, "api_key", None)
     if isinstance(key, ApiKey):
         return key
-    problem, row = key_problem(request.headers.get("authorization"), get_state(request).db)
+    header = request.headers.get("authorization")
+    problem, row = await asyncio.to_thread(key_problem, header, app_state(request).db)
     if row is None:
         raise ApiError(401, problem)
     return row

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wanforge.api.errors import envelope
+from wanforge.api.keycache import KeyCache
 from wanforge.store.db import Database
 from wanforge.store.keys import verify_key
 from wanforge.store.tables import ApiKey
@@ -30,23 +31,41 @@ class BodyTooLarge(Exception):
     pass
 
 
-def key_problem(header: str | None, db: Database) -> tuple[str, ApiKey | None]:
-    """("", key) when the header carries a valid key, else (message, None)."""
+INVALID_KEY = "invalid API key"
+
+
+def bearer_token(header: str | None) -> tuple[str, str]:
+    """("", token) from an `Authorization: Bearer <key>` header, else (message, "")."""
     if not header:
-        return "missing API key: send the header 'Authorization: Bearer <key>'", None
+        return "missing API key: send the header 'Authorization: Bearer <key>'", ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return "malformed Authorization header: expected 'Bearer <key>'", None
-    row = verify_key(db, token.strip())
-    return ("", row) if row is not None else ("invalid API key", None)
+        return "malformed Authorization header: expected 'Bearer <key>'", ""
+    return "", token.strip()
+
+
+def key_problem(header: str | None, db: Database) -> tuple[str, ApiKey | None]:
+    """("", key) when the header carries a valid key, else (message, None)."""
+    problem, token = bearer_token(header)
+    if problem:
+        return problem, None
+    row = verify_key(db, token)
+    return ("", row) if row is not None else (INVALID_KEY, None)
 
 
 class ApiGuard:
     def __init__(
-        self, app: ASGIApp, *, db: Callable[[], Database], max_json_bytes: int, max_upload_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        db: Callable[[], Database],
+        max_json_bytes: int,
+        max_upload_bytes: int,
+        keys: KeyCache | None = None,
     ):
         self.app = app
         self.db = db
+        self.keys = keys
         self.max_json_bytes = max_json_bytes
         self.max_upload_bytes = max_upload_bytes
 
@@ -58,7 +77,7 @@ class ApiGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         ticket_put = scope.get("method") == "PUT" and path.startswith(TICKET_PUT_PREFIX)
         if not ticket_put:
-            problem, key = await asyncio.to_thread(key_problem, headers.get("authorization"), self.db())
+            problem, key = await self._key(headers.get("authorization"))
             if key is None:
                 await _answer(send, 401, 401, problem)
                 return
@@ -81,6 +100,19 @@ class ApiGuard:
                 await _answer(send, 413, ErrorCode.INVALID_PARAMETER, str(exc))
                 return
         await self.app(scope, receive, send)
+
+    async def _key(self, header: str | None) -> tuple[str, ApiKey | None]:
+        """The caller's key: from the cache without leaving the event loop, else from the store
+        (in a thread: it blocks)."""
+        problem, token = bearer_token(header)
+        if problem:
+            return problem, None
+        key = self.keys.get(token) if self.keys is not None else None
+        if key is None:
+            key = await asyncio.to_thread(verify_key, self.db(), token)
+            if key is not None and self.keys is not None:
+                self.keys.put(token, key)
+        return ("", key) if key is not None else (INVALID_KEY, None)
 
 
 async def _capped(app: ASGIApp, scope: Scope, receive: Receive, send: Send, limit: int) -> None:

@@ -81,7 +81,9 @@ def list_models(request: Request, _key: KeyDep) -> dict[str, Any]:
                 "input_schema": _schema_ref(app, spec),
             }
             for spec in MODELS.values()
-            if served(spec, request.app.state.wanforge.settings)  # the ultra-fast ones only with their distill LoRAs
+            if served(
+                spec, request.app.state.wanforge.settings
+            )  # the ultra-fast ones only with their distill LoRAs
         ]
     )
 

@@ -10,10 +10,10 @@ from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep
+from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep, app_state, base_url, require_key
 from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
 from wanforge.api.tenancy import check_own_files, limits_for, visible_to
 from wanforge.api.wire import DeleteEnvelope, DeleteIn, ListEnvelope, ListIn, WebhookSecretEnvelope
@@ -24,6 +24,7 @@ from wanforge.media.fetch import check_post_url
 from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs, retention
 from wanforge.store.db import Database, is_row_id
+from wanforge.store.polls import get_for_poll
 from wanforge.store.quotas import Limit, OverLimit
 from wanforge.store.tables import ApiKey
 from wanforge.vocabulary import TERMINAL, ErrorCode
@@ -140,23 +141,6 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
     return submit
 
 
-for _spec in MODELS.values():
-    (ultra_fast_router if _spec.sampling == "ultra_fast" else router).add_api_route(
-        f"/{_spec.id}",
-        _make_submit(_spec),
-        methods=["POST"],
-        # documented, not enforced: a sync-mode timeout adds `data.code` (5004) for the SDK
-        response_model=None,
-        responses={
-            200: {"model": PredictionEnvelope},
-            429: {"model": ErrorEnvelope, "description": "Over the key's rate or concurrency limit"},
-            503: {"model": ErrorEnvelope, "description": "The server's queue is full (5003)"},
-        },
-        summary=f"Submit: {_spec.summary}",
-        name=_spec.id,
-    )
-
-
 def _get(state: StateDep, key: ApiKey, prediction_id: str, base: str, with_logs: bool) -> dict[str, Any]:
     set_prediction(prediction_id if is_row_id(prediction_id) else None)
     row = jobs.get_prediction(state.db, prediction_id, visible_to(key))
@@ -166,9 +150,18 @@ def _get(state: StateDep, key: ApiKey, prediction_id: str, base: str, with_logs:
 
 
 @router.get("/predictions/{prediction_id}/result", response_model=PredictionEnvelope)
-def get_result(prediction_id: str, state: StateDep, key: KeyDep, base: BaseUrlDep) -> dict[str, Any]:
+async def get_result(prediction_id: str, request: Request) -> Response:
     """The prediction's current state; outputs once completed."""
-    return _get(state, key, prediction_id, base, with_logs=False)
+    # the hot path (the SDKs poll it every second): the dependencies called directly (FastAPI's
+    # solving of them costs more than they do), one read of the columns shown in one thread hop,
+    # and pydantic's serializer straight to bytes (the answer is built from the model, so
+    # FastAPI's re-validation of it is skipped); docs/performance.md
+    state, key, base = app_state(request), await require_key(request), await base_url(request)
+    row = await asyncio.to_thread(get_for_poll, state.db, prediction_id, visible_to(key), state.prompts)
+    if row is None:
+        raise ApiError(404, f"prediction {prediction_id} not found")
+    answer = PredictionEnvelope(data=prediction_out(row, base))
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionEnvelope)
@@ -245,6 +238,24 @@ def get_webhook_secret(state: StateDep, key: KeyDep) -> dict[str, Any]:
     """The secret the webhooks of this key's predictions are signed with (`whsec_...`); each key
     has its own."""
     return envelope({"secret": webhook_secret(state.db, key.id)})
+
+
+# after the GET routes: a poll (most requests) is matched without trying every submit route
+for _spec in MODELS.values():
+    (ultra_fast_router if _spec.sampling == "ultra_fast" else router).add_api_route(
+        f"/{_spec.id}",
+        _make_submit(_spec),
+        methods=["POST"],
+        # documented, not enforced: a sync-mode timeout adds `data.code` (5004) for the SDK
+        response_model=None,
+        responses={
+            200: {"model": PredictionEnvelope},
+            429: {"model": ErrorEnvelope, "description": "Over the key's rate or concurrency limit"},
+            503: {"model": ErrorEnvelope, "description": "The server's queue is full (5003)"},
+        },
+        summary=f"Submit: {_spec.summary}",
+        name=_spec.id,
+    )
 
 
 @router.post("/{model_id:path}", include_in_schema=False)

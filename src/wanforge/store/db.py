@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from wanforge.config import Settings
 
 _ROW_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -27,12 +31,45 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def make_engine(url: str) -> Engine:
+@dataclass(frozen=True)
+class PoolLimits:
+    """A process's connection pool: `size` connections kept open, up to `overflow` more opened
+    under load, `timeout_s` to wait for a free one, each reopened after `recycle_s` (PostgreSQL).
+
+    Size the server for them: N API processes and M workers hold at most
+    N * (api size + overflow) + M * 2 * worker size connections (docs/configuration.md)."""
+
+    size: int = 5
+    overflow: int = 10
+    timeout_s: float = 30.0
+    recycle_s: float = 1800.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, worker: bool = False) -> PoolLimits:
+        """An API process's pool, or a worker's (its job loop and lease heartbeat: a few)."""
+        size = settings.db_worker_pool_size if worker else settings.db_pool_size
+        return cls(
+            size=size,
+            overflow=size if worker else settings.db_max_overflow,
+            timeout_s=settings.db_pool_timeout_s,
+            recycle_s=settings.db_pool_recycle_s,
+        )
+
+
+def make_engine(url: str, pool: PoolLimits | None = None) -> Engine:
+    pool = pool or PoolLimits()
+    sizing: dict[str, Any] = {
+        "pool_size": pool.size,
+        "max_overflow": pool.overflow,
+        "pool_timeout": pool.timeout_s,
+    }
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        else:  # in-memory: SQLAlchemy keeps one connection per thread, no sizes to set
+            sizing = {}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sizing)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -43,21 +80,34 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_recycle=pool.recycle_s, **sizing)
 
 
 class Database:
     """An engine plus a session factory; one per process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: PoolLimits | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # one read outside any transaction: no BEGIN / COMMIT round trips on PostgreSQL (SQLite
+        # begins no transaction for a read anyway, and switching its mode costs statements)
+        self._reader = (
+            self.engine
+            if self.engine.dialect.name == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for a single read statement outside a transaction (hot paths: polls)."""
+        with self._reader.connect() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

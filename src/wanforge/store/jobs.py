@@ -3,6 +3,10 @@
 Every state change by a worker is a compare-and-set on (id, lease_owner), so a worker that lost
 its lease (it was too slow, or presumed dead) can never overwrite the outcome of the worker that
 took the job over: a job gets exactly one set of outputs.
+
+Lease times are the database's clock (`wanforge.store.clock`), never a host's: hosts whose clocks
+disagree by minutes still agree on when a lease runs out. The `now` arguments below stand in for
+the database's clock in tests.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, true, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 
+from wanforge.store.clock import at
 from wanforge.store.db import Database, is_row_id, utcnow
 from wanforge.store.quotas import Limits, admit
 from wanforge.store.retention import retained
@@ -122,72 +127,91 @@ def get_status(db: Database, prediction_id: str) -> str | None:
         return s.scalar(select(Prediction.status).where(Prediction.id == prediction_id))
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: ColumnElement[datetime]) -> Any:
     return or_(
         Prediction.status == Status.CREATED,
         (Prediction.status == Status.PROCESSING) & (Prediction.lease_expires_at < now),
     )
 
 
-def _settle_abandoned(db: Database, now: datetime) -> None:
+def _settle_abandoned(db: Database, now: datetime | None) -> None:
     """Jobs whose worker vanished: cancelled ones end as cancelled; ones out of attempts fail (5000)."""
+    clock = at(now)
     with db.session() as s:
         s.execute(
             update(Prediction)
             .where(
                 Prediction.status == Status.PROCESSING,
-                Prediction.lease_expires_at < now,
+                Prediction.lease_expires_at < clock,
                 Prediction.cancel_requested.is_(True),
             )
-            .values(ended(Status.CANCELLED, now, error=CANCELLED_MESSAGE))
+            .values({**ended(Status.CANCELLED, error=CANCELLED_MESSAGE), "completed_at": clock})
         )
         s.execute(
             update(Prediction)
             .where(
                 Prediction.status == Status.PROCESSING,
-                Prediction.lease_expires_at < now,
+                Prediction.lease_expires_at < clock,
                 Prediction.attempts >= Prediction.max_attempts,
             )
             .values(
-                ended(
-                    Status.FAILED,
-                    now,
-                    error_code=ErrorCode.INTERNAL,
-                    error="the worker running this task stopped responding on each of its attempts; "
-                    "giving up",
-                )
+                {
+                    **ended(
+                        Status.FAILED,
+                        error_code=ErrorCode.INTERNAL,
+                        error="the worker running this task stopped responding on each of its attempts; "
+                        "giving up",
+                    ),
+                    "completed_at": clock,
+                }
             )
         )
+
+
+def _claim_values(worker_id: str, lease_s: float, now: datetime | None) -> dict[str, Any]:
+    return {
+        "status": Status.PROCESSING,
+        "lease_owner": worker_id,
+        "lease_expires_at": at(now, lease_s),
+        "attempts": Prediction.attempts + 1,
+        "started_at": func.coalesce(Prediction.started_at, at(now)),
+    }
 
 
 def claim_next(
     db: Database, worker_id: str, lease_s: float, kinds: tuple[str, ...], now: datetime | None = None
 ) -> Prediction | None:
-    """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds.
+    """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds
+    of the database's clock (`now`: a test's stand-in for it, so expiry is tested without sleeping).
 
-    `now` (naive UTC) is injectable so lease expiry is tested without sleeping."""
-    now = now or utcnow()
+    PostgreSQL: one statement; `FOR UPDATE SKIP LOCKED` lets concurrent workers pass over the row
+    another is taking instead of queueing behind it. SQLite (one writer at a time, no SKIP
+    LOCKED): pick, then compare-and-set, retried when another worker won the row."""
     _settle_abandoned(db, now)
+    runnable = (
+        _claimable(at(now)),
+        Prediction.kind.in_(kinds),
+        Prediction.cancel_requested.is_(False),
+    )
+    oldest = select(Prediction.id).where(*runnable).order_by(Prediction.created_at).limit(1)
+    if db.engine.dialect.name == "postgresql":
+        with db.session() as s:
+            return s.scalars(
+                update(Prediction)
+                .where(Prediction.id == oldest.with_for_update(skip_locked=True).scalar_subquery())
+                .values(_claim_values(worker_id, lease_s, now))
+                .returning(Prediction)
+                .execution_options(synchronize_session=False)
+            ).first()
     for _ in range(5):
         with db.session() as s:
-            candidate = s.scalars(
-                select(Prediction.id)
-                .where(_claimable(now), Prediction.kind.in_(kinds), Prediction.cancel_requested.is_(False))
-                .order_by(Prediction.created_at)
-                .limit(1)
-            ).first()
+            candidate = s.scalars(oldest).first()
             if candidate is None:
                 return None
             claimed = s.execute(
                 update(Prediction)
-                .where(Prediction.id == candidate, _claimable(now))
-                .values(
-                    status=Status.PROCESSING,
-                    lease_owner=worker_id,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                    attempts=Prediction.attempts + 1,
-                    started_at=func.coalesce(Prediction.started_at, now),
-                )
+                .where(Prediction.id == candidate, _claimable(at(now)))
+                .values(_claim_values(worker_id, lease_s, now))
             ).rowcount  # type: ignore[attr-defined]
         if claimed == 1:
             return get_prediction(db, candidate)
@@ -211,9 +235,9 @@ def _update_owned(db: Database, prediction_id: str, worker_id: str, **values: An
 def heartbeat(
     db: Database, prediction_id: str, worker_id: str, lease_s: float, now: datetime | None = None
 ) -> bool:
-    """Extend the lease; False when this worker no longer owns the job."""
-    expires = (now or utcnow()) + timedelta(seconds=lease_s)
-    return _update_owned(db, prediction_id, worker_id, lease_expires_at=expires)
+    """Extend the lease to `lease_s` seconds from now by the database's clock (`now`: a test's
+    stand-in for it); False when this worker no longer owns the job."""
+    return _update_owned(db, prediction_id, worker_id, lease_expires_at=at(now, lease_s))
 
 
 def set_progress(db: Database, prediction_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
@@ -404,13 +428,12 @@ def put_back(
     if row is None:
         return None
     count = int((row.result or {}).get(PUT_BACK_COUNT, 0)) + 1
-    now = now or utcnow()
     put = _update_owned(
         db,
         prediction_id,
         worker_id,
         lease_owner=None,
-        lease_expires_at=now + timedelta(seconds=delay_s),
+        lease_expires_at=at(now, delay_s),
         attempts=Prediction.attempts - 1,
         result=json_safe({**(row.result or {}), PUT_BACK_COUNT: count}),
         logs=[*row.logs, note][-500:],

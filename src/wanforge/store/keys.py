@@ -71,7 +71,7 @@ def _usable(now: datetime) -> Any:
 
 def verify_key(db: Database, plaintext: str, *, now: datetime | None = None) -> ApiKey | None:
     """The active key for `plaintext` (not revoked, not expired), read from the store on every
-    call: nothing is cached, so a revocation or expiry holds from the next request on. Records the
+    call (the API keeps what this answers for at most WANFORGE_KEY_CACHE_S: api/keycache.py). Records the
     key's use, at most once per `LAST_USED_EVERY`."""
     now = now or utcnow()
     with db.session() as s:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import timedelta
 
 from sqlalchemy import select
 
+from wanforge.store.clock import DbNow
 from wanforge.store.db import Database, utcnow
 from wanforge.store.tables import Worker
 from wanforge.vocabulary import WorkerState
@@ -50,7 +50,7 @@ def report_state(
         row.state = state
         row.model = model or row.model or ""
         row.detail = detail
-        row.heartbeat_at = now
+        row.heartbeat_at = DbNow()  # the database's clock, as leases
         row.current_job = job
 
 
@@ -59,15 +59,15 @@ def touch(db: Database, worker_id: str, job: str | None, gpu_memory: dict[str, i
     with db.session() as s:
         row = s.get(Worker, worker_id)
         if row is not None:
-            row.heartbeat_at = utcnow()
+            row.heartbeat_at = DbNow()
             row.current_job = job
             if gpu_memory is not None:
                 row.gpu_memory = gpu_memory
 
 
 def live_workers(db: Database, stale_after_s: float) -> list[Worker]:
-    """Workers that reported within `stale_after_s` seconds, newest first."""
-    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    """Workers that reported within `stale_after_s` seconds of the database's clock, newest first."""
+    cutoff = DbNow(-stale_after_s)
     with db.session() as s:
         return list(
             s.scalars(

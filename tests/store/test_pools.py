@@ -41,3 +41,13 @@ def test_the_engine_uses_the_limits(db: Database) -> None:
             assert pool._recycle == 90.0
     finally:
         sized.dispose()
+
+
+def test_in_memory_sqlite_takes_no_pool_sizes() -> None:
+    """`sqlite://` and `sqlite:///:memory:` keep one connection per thread: sizes would be refused."""
+    from wanforge.store.db import make_engine
+
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        engine = make_engine(url)
+        assert type(engine.pool).__name__ == "SingletonThreadPool", url
+        engine.dispose()

@@ -58,7 +58,8 @@ def test_result_equals_the_full_answer_without_logs(
     for _ in range(2):  # the second answer comes with the remembered prompt
         polled = client.get(f"/api/v3/predictions/{pid}/result", headers=auth)
         assert polled.status_code == 200 and polled.headers["content-type"] == "application/json"
-        assert polled.json() == {**full, "data": {**full["data"], "logs": []}}
+        # the detail alone carries the stored request body (`input`) and the job log
+        assert polled.json() == {**full, "data": {**full["data"], "logs": [], "input": None}}
     assert polled.json()["data"]["prompt"] == 'a cat, surfing: "big" wave ✓'
     other, _ = create_key(db, "other")
     refused = client.get(f"/api/v3/predictions/{pid}/result", headers={"Authorization": f"Bearer {other}"})

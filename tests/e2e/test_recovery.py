@@ -115,9 +115,8 @@ def test_a_model_that_fails_to_load_leaves_the_queue_alone(tmp_path: Path, image
         [worker] = body["workers"]
         assert worker["detail"] == "ModelLoadError: model directory no-such-model does not exist"
         public = httpx.get(f"{server.base_url}/health", timeout=10).json()
-        assert (
-            set(public) == {"status", "version", "worker", "content_checker"} and public["worker"] == "failed"
-        )
+        assert set(public) == {"status", "version", "worker", "content_checker", "attention_backend"}
+        assert public["worker"] == "failed" and public["attention_backend"] is None  # nothing loaded
         # the failed worker keeps reporting (its loop goes on) and never claims the job
         _wait_health(server, lambda b: b["workers"][0]["heartbeat_at"] != worker["heartbeat_at"])
         with server.client() as c:

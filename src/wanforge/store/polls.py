@@ -30,6 +30,7 @@ _COLUMNS = (
     Prediction.created_at,
     Prediction.started_at,
     Prediction.completed_at,
+    Prediction.expired_at,
     Prediction.inference_ms,
     Prediction.attempts,
     Prediction.webhook_url,

@@ -81,7 +81,7 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
     started = time.monotonic()
     timer = StepTimer(ctx.step_seconds)
 
-    running: dict[str, str] = {}  # the expert that ran the last step, for the progress
+    running: dict[str, Any] = {}  # the expert that ran the last step, for the progress
 
     def on_step(done: int, total: int) -> None:
         timer.step()

@@ -111,6 +111,34 @@ def test_progress_is_reported_for_every_step(engine_with: EngineFactory, make_im
     assert steps == [(i, 5) for i in range(1, 6)]
 
 
+def test_the_expert_of_each_step_is_the_one_that_ran_it(
+    engine_with: EngineFactory, make_image: ImageFactory
+) -> None:
+    """`on_expert` names the expert that really ran each step (hooks on both transformers say so):
+    the high-noise one first, the low-noise one from the switch on, each named once."""
+    engine = engine_with(steps=8)
+    pipe = engine.loaded.pipe
+    ran: list[str] = []  # which transformer ran each forward pass (two per step: CFG)
+    hooks = [
+        module.register_forward_pre_hook(lambda *_a, name=name: ran.append(name))
+        for name, module in (("high_noise", pipe.transformer), ("low_noise", pipe.transformer_2))
+    ]
+    named: list[str] = []
+    per_step: list[str] = []
+    try:
+        engine.render(
+            GenerationRequest(make_image(112, 64), PROMPT, "", "480p", seed=1, duration_s=1),
+            on_step=lambda i, n: per_step.append(named[-1]),
+            on_expert=named.append,
+        )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert named == ["high_noise", "low_noise"]
+    assert per_step == ran[::2] and len(per_step) == 8
+    assert per_step.count("high_noise") > 0 and per_step.count("low_noise") > 0
+
+
 def test_cancellation_raises_between_steps_and_leaves_the_engine_usable(
     engine_with: EngineFactory, make_image: ImageFactory
 ) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 from PIL import Image
 
 from wanforge.config import Settings
-from wanforge.engine.generate import CancelCheck, Engine, GenerationRequest, GenerationResult, StepCallback
+from wanforge.engine.generate import (
+    CancelCheck,
+    Engine,
+    ExpertCallback,
+    GenerationRequest,
+    GenerationResult,
+    StepCallback,
+)
 from wanforge.engine.loading import load_pipeline
 from wanforge.safety.checker import ContentChecker
 from wanforge.store import jobs
@@ -41,9 +48,10 @@ class RecordingEngine:
         req: GenerationRequest,
         on_step: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
+        on_expert: ExpertCallback | None = None,
     ) -> GenerationResult:
         self.requests.append(req)
-        return self.engine.generate(req, on_step=on_step, should_cancel=should_cancel)
+        return self.engine.generate(req, on_step=on_step, should_cancel=should_cancel, on_expert=on_expert)
 
 
 def png_data_uri(color: tuple[int, int, int] = (90, 120, 200), size: tuple[int, int] = (64, 48)) -> str:

@@ -49,11 +49,18 @@ class FakeResult(GenerationResult):
 class FakeEngine:
     seen: list[GenerationRequest] = field(default_factory=list)
     error: Exception | None = None
+    # called as the engine would be midway: (on_step, on_expert) -> anything to remember
+    midway: Any = None
+    midway_saw: list[Any] = field(default_factory=list)
 
-    def generate(self, req: GenerationRequest, on_step: Any = None, should_cancel: Any = None) -> FakeResult:
+    def generate(
+        self, req: GenerationRequest, on_step: Any = None, should_cancel: Any = None, on_expert: Any = None
+    ) -> FakeResult:
         self.seen.append(req)
         if self.error is not None:
             raise self.error
+        if self.midway is not None:
+            self.midway_saw.append(self.midway(on_step, on_expert))
         frames = 9 if req.duration_s == 5 else 17
         return FakeResult(
             frames=np.zeros((frames, 16, 16, 3), dtype=np.uint8),
@@ -255,3 +262,19 @@ def test_a_lora_model_without_loras_and_the_plain_model(settings: Settings, db: 
     assert out.status == "completed" and "adapters" not in out.result
     assert set(out.timings.model_dump()) == {"inference"}
     assert engine.seen[1].loras == () and engine.seen[1].resolution == "720p"
+
+
+def test_the_progress_names_the_expert_that_ran_the_last_step(settings: Settings, db: Database) -> None:
+    def midway(on_step: Any, on_expert: Any) -> Any:
+        on_expert("high_noise")
+        on_expert("low_noise")
+        on_step(2, 2)  # the last step: never held back by the progress throttle
+        [row] = jobs.list_predictions(db, page=1, page_size=1).items
+        return row.progress
+
+    engine = FakeEngine(midway=midway)
+    out = run(settings, db, engine, "alibaba/wan-2.2/i2v-plus-480p", {"image": IMAGE, "prompt": "p"})
+    assert out.status == "completed", out.error
+    [progress] = engine.midway_saw
+    assert (progress["stage"], progress["step"], progress["total"]) == ("denoising", 2, 2)
+    assert progress["expert"] == "low_noise"

@@ -18,7 +18,7 @@ from PIL import Image
 
 from wanforge.engine.adapters import AdapterCache, AppliedLoras
 from wanforge.engine.loading import LoadedModel
-from wanforge.engine.loras import LoraRequest
+from wanforge.engine.loras import Expert, LoraRequest
 from wanforge.engine.profiles import ModelProfile, Sampling
 from wanforge.engine.sizing import fit_image, generation_size, output_size
 from wanforge.engine.upscale import upscale_frames
@@ -27,6 +27,8 @@ from wanforge.media.images import normalize_image
 MAX_SEED = 2_147_483_647
 
 StepCallback = Callable[[int, int], None]
+# told which expert ran the step just done, each time that changes (high_noise first)
+ExpertCallback = Callable[[Expert], None]
 CancelCheck = Callable[[], bool]
 
 
@@ -252,13 +254,29 @@ def cpu_threads(device: torch.device, threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def expert_of(pipe: Any, timestep: Any) -> Expert:
+    """The expert that denoises at ``timestep``: the high-noise one (``transformer``) at and above
+    the pipeline's boundary, the low-noise one (``transformer_2``) below it, as diffusers switches."""
+    ratio = getattr(pipe.config, "boundary_ratio", None)
+    if ratio is None or getattr(pipe, "transformer_2", None) is None:
+        return "high_noise"
+    boundary = ratio * pipe.scheduler.config.num_train_timesteps
+    return "high_noise" if float(timestep) >= boundary else "low_noise"
+
+
 def _step_callback(
-    on_step: StepCallback | None, should_cancel: CancelCheck | None
+    on_step: StepCallback | None,
+    should_cancel: CancelCheck | None,
+    on_expert: ExpertCallback | None = None,
 ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None:
-    if on_step is None and should_cancel is None:
+    if on_step is None and should_cancel is None and on_expert is None:
         return None
+    last: list[Expert] = []
 
     def callback(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if on_expert is not None and (expert := expert_of(pipe, t)) not in last[-1:]:
+            last.append(expert)
+            on_expert(expert)
         if on_step is not None:
             on_step(i + 1, pipe.num_timesteps)
         if should_cancel is not None and should_cancel():
@@ -285,6 +303,7 @@ class Engine:
         req: GenerationRequest,
         on_step: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
+        on_expert: ExpertCallback | None = None,
     ) -> tuple[np.ndarray, GenerationPlan]:
         """Denoise and decode at the generation size; float32 frames in ``[0, 1]`` and the plan.
 
@@ -292,8 +311,10 @@ class Engine:
         ``should_cancel()`` is polled before the run and after every step, and a true answer
         raises :class:`GenerationCancelled`. A file in ``req.loras`` that is not a usable LoRA
         for this model raises :class:`~wanforge.engine.loras.LoraError` before any step.
+        ``on_expert(expert)`` runs after a step when the expert that ran it is not the one that ran
+        the step before (``"high_noise"`` after the first step, ``"low_noise"`` once, at the switch).
         """
-        frames, plan, _applied = self._render(req, on_step, should_cancel)
+        frames, plan, _applied = self._render(req, on_step, should_cancel, on_expert)
         return frames, plan
 
     def _render(
@@ -301,6 +322,7 @@ class Engine:
         req: GenerationRequest,
         on_step: StepCallback | None,
         should_cancel: CancelCheck | None,
+        on_expert: ExpertCallback | None = None,
     ) -> tuple[np.ndarray, GenerationPlan, AppliedLoras]:
         if not 0 <= req.seed <= MAX_SEED:
             raise ValueError(
@@ -318,7 +340,7 @@ class Engine:
         )
         generator = torch.Generator(device=self.loaded.device).manual_seed(req.seed)
         pipe = self.loaded.pipe
-        callback = _step_callback(on_step, should_cancel)
+        callback = _step_callback(on_step, should_cancel, on_expert)
         try:
             with (
                 self.adapters.applied(req.loras) as applied,
@@ -337,10 +359,11 @@ class Engine:
         req: GenerationRequest,
         on_step: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
+        on_expert: ExpertCallback | None = None,
     ) -> GenerationResult:
         """Generate uint8 frames ``(F, height, width, 3)`` at the output size of ``req.resolution``."""
         started = time.perf_counter()
-        raw, plan, applied = self._render(req, on_step, should_cancel)
+        raw, plan, applied = self._render(req, on_step, should_cancel, on_expert)
         rendered = time.perf_counter()
         frames = upscale_frames(to_uint8(raw), plan.width, plan.height)
         finished = time.perf_counter()

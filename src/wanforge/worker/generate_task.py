@@ -81,15 +81,18 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
     started = time.monotonic()
     timer = StepTimer(ctx.step_seconds)
 
+    running: dict[str, Any] = {}  # the expert that ran the last step, for the progress
+
     def on_step(done: int, total: int) -> None:
         timer.step()
-        ctx.progress.report("denoising", done, total, seed=seed)
+        ctx.progress.report("denoising", done, total, seed=seed, **running)
 
     try:
         result = engine.generate(
             request,
             on_step=on_step,
             should_cancel=ctx.lease.should_stop,
+            on_expert=lambda expert: running.update(expert=expert),
         )
     except GenerationCancelled as exc:
         raise TaskStopped(str(exc)) from exc

@@ -61,7 +61,9 @@ def _install(hooks: Path) -> None:
 
     generate = Engine.generate
 
-    def parked_generate(self: Engine, req: Any, on_step: Any = None, should_cancel: Any = None) -> Any:
+    def parked_generate(
+        self: Engine, req: Any, on_step: Any = None, should_cancel: Any = None, on_expert: Any = None
+    ) -> Any:
         def step(done: int, total: int) -> None:
             if on_step is not None:
                 on_step(done, total)
@@ -70,7 +72,7 @@ def _install(hooks: Path) -> None:
                 _announce(hooks / "parked")
                 _wait_for(hooks / "resume")
 
-        return generate(self, req, on_step=step, should_cancel=should_cancel)
+        return generate(self, req, on_step=step, should_cancel=should_cancel, on_expert=on_expert)
 
     Engine.generate = parked_generate  # type: ignore[method-assign]
 

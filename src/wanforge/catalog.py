@@ -322,26 +322,24 @@ def _i2v(resolution: str) -> ModelSpec:
     )
 
 
+def _i2v_lora(resolution: str, input_model: type[BaseModel]) -> ModelSpec:
+    return ModelSpec(
+        id=f"wavespeed-ai/wan-2.2/i2v-{resolution}-lora",
+        kind=TaskKind.GENERATE,
+        input_model=input_model,
+        resolution=resolution,
+        summary=f"Wan 2.2 image-to-video with LoRAs, 5 or 8 s at {resolution}",
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.id: spec
     for spec in (
         _i2v("480p"),
         _i2v("720p"),
         _i2v("1080p"),
-        ModelSpec(
-            id="wavespeed-ai/wan-2.2/i2v-480p-lora",
-            kind=TaskKind.GENERATE,
-            input_model=I2V480pLoraInput,
-            resolution="480p",
-            summary="Wan 2.2 image-to-video with LoRAs, 5 or 8 s at 480p",
-        ),
-        ModelSpec(
-            id="wavespeed-ai/wan-2.2/i2v-720p-lora",
-            kind=TaskKind.GENERATE,
-            input_model=I2V720pLoraInput,
-            resolution="720p",
-            summary="Wan 2.2 image-to-video with LoRAs, 5 or 8 s at 720p",
-        ),
+        _i2v_lora("480p", I2V480pLoraInput),
+        _i2v_lora("720p", I2V720pLoraInput),
         ModelSpec(
             id="wavespeed-ai/wan-2.2/image-to-video-lora",
             kind=TaskKind.GENERATE,

@@ -15,7 +15,7 @@ from wanforge.training.run import TrainParams
 
 # a small bf16 model: 2 layers, dim 24, ffn 32
 SMALL = ModelSpec(num_layers=2, dim=24, ffn_dim=32, image_kv_dim=None, weight_bytes=1000, compute_bytes=2)
-# Wan 2.2 I2V A14B's config; each expert holds 14,288,901,184 bf16 parameters
+# Wan 2.2 I2V A14B's config; an expert taken as about 14.3 billion bf16 parameters (not an exact count)
 A14B = ModelSpec(40, 5120, 13824, None, weight_bytes=14_288_901_184 * 2, compute_bytes=2)
 
 

@@ -333,8 +333,9 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from wanforge.engine.loading import load_pipeline
-    from wanforge.training.errors import TrainingDataError
+    from wanforge.training.errors import TrainingDataError, TrainingMemoryError
     from wanforge.training.job import lora_stem, train_from_zip
+    from wanforge.training.preflight import memory_limit_bytes
     from wanforge.training.run import TrainParams
     from wanforge.training.trainer import TrainProgress
 
@@ -370,8 +371,9 @@ def train(
                 output_stem=lora_stem(trigger_word),
                 on_progress=on_progress,
                 log=lambda line: progress.console.print(f"  {line}"),
+                memory_limit_bytes=memory_limit_bytes(settings.train_memory_limit_gb),
             )
-        except TrainingDataError as exc:
+        except (TrainingDataError, TrainingMemoryError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(1) from exc
     report = trained.report

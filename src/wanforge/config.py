@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = 30.0
     training_data_timeout_s: float = 900.0
     max_image_pixels: int = 40_000_000
+    train_memory_limit_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="device memory (GiB) a training job may use, checked by the memory preflight; "
+        "on CUDA the free memory also caps it; unset on the CPU: no check",
+    )
 
     # jobs
     lease_s: float = 30.0

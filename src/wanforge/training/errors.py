@@ -28,3 +28,17 @@ class DatasetError(TrainingDataError):
 
 class VideoDecodeError(TrainingDataError):
     """A file is not a video that can be used (the dataset builder skips it with a warning)."""
+
+
+class TrainingMemoryError(Exception):
+    """The memory preflight estimates the job will not fit on the device (task error code 1403);
+    the message gives the estimate, the memory available and what would fit."""
+
+    code = ErrorCode.TASK_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

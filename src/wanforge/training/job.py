@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from wanforge.engine.loading import LoadedModel, exclusive_placement
 from wanforge.training.dataset import DatasetReport, prepare_dataset
+from wanforge.training.latents import ClipLike
+from wanforge.training.preflight import (
+    CUDA_OVERHEAD_BYTES,
+    ModelSpec,
+    available_bytes,
+    check_memory,
+    largest_window,
+)
 from wanforge.training.profiles import training_profile
 from wanforge.training.run import TrainParams, TrainResult, train_lora
 from wanforge.training.trainer import CancelCheck, ProgressCallback
@@ -40,6 +50,7 @@ def train_from_zip(
     should_cancel: CancelCheck | None = None,
     log: Callable[[str], None] | None = None,
     on_dataset: Callable[[DatasetReport], None] | None = None,
+    memory_limit_bytes: int | None = None,
 ) -> TrainedJob:
     """Analyse the ZIP into `work_dir/dataset`, train into `work_dir/train` (resumable there).
 
@@ -47,8 +58,12 @@ def train_from_zip(
     checkpoint period comes from the model's training profile and the expert boundary and
     flow shift from its sampling profile, so a LoRA is trained on the timesteps it serves.
 
-    Raises `TrainingDataError` (code 1401) for a refused or unusable ZIP, `TrainingCancelled`
-    when `should_cancel()` says so, `ModelLoadError` when the memory mode cannot train.
+    Before anything goes to the device, the memory preflight (`preflight.py`) estimates the peak
+    and compares it with the device's free memory (CUDA) capped by `memory_limit_bytes`.
+
+    Raises `TrainingDataError` (code 1401) for a refused or unusable ZIP, `TrainingMemoryError`
+    (1403) when the estimate does not fit, `TrainingCancelled` when `should_cancel()` says so,
+    `ModelLoadError` when the memory mode cannot train.
     """
     profile = loaded.profile
     plan = training_profile(profile.name)
@@ -71,6 +86,7 @@ def train_from_zip(
         base_model=params.base_model or loaded.name,
     )
     with exclusive_placement(loaded):
+        _preflight(loaded, dataset.samples, params, memory_limit_bytes)
         result = train_lora(
             loaded.pipe,
             dataset.samples,
@@ -83,3 +99,30 @@ def train_from_zip(
             dataset_info={"clips_used": report.clips_used, "windows": report.windows_total},
         )
     return TrainedJob(report=report, result=result)
+
+
+def _preflight(
+    loaded: LoadedModel, samples: Sequence[ClipLike], params: TrainParams, limit_bytes: int | None
+) -> None:
+    """Refuse the job (`TrainingMemoryError`) when its estimated peak exceeds what is available."""
+    device = loaded.device
+    modules = [m for m in loaded.pipe.components.values() if isinstance(m, torch.nn.Module)]
+    # in the `gpu` memory mode the pipeline is resident now; the trainer parks it on the CPU
+    resident = sum(
+        t.numel() * t.element_size()
+        for m in modules
+        for t in (*m.parameters(), *m.buffers())
+        if t.device.type == device.type == "cuda"
+    )
+    available = available_bytes(device, resident, limit_bytes)
+    if available is None:
+        return
+    check_memory(
+        ModelSpec.from_transformer(loaded.pipe.transformer),
+        largest_window(s.frames.shape for s in samples),
+        rank=params.lora_rank,
+        batch_size=params.batch_size,
+        gradient_checkpointing=params.gradient_checkpointing,
+        available=available,
+        overhead=CUDA_OVERHEAD_BYTES if device.type == "cuda" else 0,
+    )

@@ -12,8 +12,9 @@ from wanforge.catalog import LoraTrainerInput
 from wanforge.engine.loading import LoadedModel, ModelLoadError
 from wanforge.predictions import NAMED_OUTPUTS_KEY
 from wanforge.training.dataset import DatasetReport
-from wanforge.training.errors import TrainingDataError
+from wanforge.training.errors import TrainingDataError, TrainingMemoryError
 from wanforge.training.job import lora_stem, train_from_zip
+from wanforge.training.preflight import memory_limit_bytes
 from wanforge.training.run import TrainParams
 from wanforge.training.trainer import TrainingCancelled, TrainProgress
 from wanforge.vocabulary import ErrorCode
@@ -68,9 +69,12 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
             should_cancel=ctx.lease.should_stop,
             log=lambda line: ctx.progress.log(line),
             on_dataset=on_dataset,
+            memory_limit_bytes=memory_limit_bytes(ctx.settings.train_memory_limit_gb),
         )
     except TrainingDataError as exc:
         raise TaskError(exc.code, f"invalid parameter data: {exc}") from exc
+    except TrainingMemoryError as exc:
+        raise TaskError(exc.code, str(exc)) from exc
     except TrainingCancelled as exc:
         raise TaskStopped(str(exc)) from exc
     except ModelLoadError as exc:

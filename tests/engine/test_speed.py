@@ -12,7 +12,7 @@ import torch
 
 from tests.engine.conftest import FAST_TEST_PROFILE, smooth_image
 from tests.engine.lora_files import random_lora, request, write_wanforge
-from wanforge.engine.generate import Engine, GenerationRequest
+from wanforge.engine.generate import Engine, GenerationCancelled, GenerationRequest
 from wanforge.engine.loading import LoadedModel, load_pipeline
 
 # 4 steps: 2 per expert, so each expert has a step after its first that the cache can skip
@@ -144,3 +144,18 @@ def test_a_lora_runs_on_fp8_storage_close_to_the_reference(tmp_path: Path) -> No
     # measured: max 39, mean 0.529 of 255 (the LoRA's weights stay exact; its base layers are fp8)
     assert 0 < worst <= 48
     assert mean < 0.65
+
+
+def test_a_cancelled_cached_generation_leaves_nothing_for_the_next() -> None:
+    loaded = load_pipeline("demo", step_cache="first_block", step_cache_threshold=10.0)
+    fresh, _ = _render(loaded, CACHE_STEPS)
+    profile = replace(loaded.profile, **{**FAST_TEST_PROFILE, "steps": CACHE_STEPS}, generation_area=48 * 32)  # type: ignore[arg-type]
+    other = GenerationRequest(smooth_image(48, 32, seed=9), "a dog runs", "", "480p", seed=3, duration_s=1)
+    steps: list[int] = []
+    with pytest.raises(GenerationCancelled):
+        Engine(replace(loaded, profile=profile)).generate(
+            other, on_step=lambda i, _n: steps.append(i), should_cancel=lambda: len(steps) >= 1
+        )
+    again, calls = _render(loaded, CACHE_STEPS)
+    assert np.array_equal(again, fresh)  # no residual of the cancelled call reused
+    assert calls == 4

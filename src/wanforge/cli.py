@@ -288,6 +288,9 @@ def generate(
                 device=settings.device,
                 memory_mode=settings.memory_mode,
                 attention=settings.attention_backend,
+                fp8=settings.fp8,
+                step_cache=settings.step_cache,
+                step_cache_threshold=settings.step_cache_threshold,
             )
         )
         used_seed = resolve_seed(seed)
@@ -345,6 +348,9 @@ def train(
         device=settings.device,
         memory_mode=settings.memory_mode,
         attention=settings.attention_backend,
+        fp8=settings.fp8,
+        step_cache=settings.step_cache,
+        step_cache_threshold=settings.step_cache_threshold,
     )
     work = out / ".wanforge-train"
     columns = (

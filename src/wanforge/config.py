@@ -228,6 +228,24 @@ class Settings(BaseSettings):
         "cuDNN SDPA, native SDPA); or one of them by name (the worker fails to start if unavailable)",
     )
 
+    # Memory and speed options of both experts (issue 11; engine/speed.py, docs/engine.md)
+    fp8: Literal["off", "storage"] = Field(
+        default="off",
+        description="storage: keep the experts' weights in float8 (e4m3), upcast per layer for compute "
+        "(memory only; FP8 compute is not built)",
+    )
+    step_cache: Literal["off", "first_block"] = Field(
+        default="off",
+        description="first_block: diffusers' First Block Cache skips the remaining blocks of a step whose "
+        "first-block residual barely changed (not exact; see WANFORGE_STEP_CACHE_THRESHOLD)",
+    )
+    step_cache_threshold: float = Field(
+        default=0.05,
+        ge=0,
+        description="First Block Cache: relative change of the first block's residual below which a step "
+        "reuses the cached rest (higher: faster, further from the uncached frames; 0: exact)",
+    )
+
     @property
     def ultra_fast_configured(self) -> bool:
         """Whether the *-ultra-fast models are served (both distill LoRAs are set)."""

@@ -193,6 +193,7 @@ class AdapterCache:
         capacity: int = 8,
         *,
         allow_deltas: bool = True,
+        adapter_dtype: torch.dtype | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if capacity < 0:
@@ -200,6 +201,7 @@ class AdapterCache:
         self.pipe = pipe
         self.capacity = capacity
         self.allow_deltas = allow_deltas
+        self.adapter_dtype = adapter_dtype
         self.clock = clock
         self._entries: OrderedDict[CacheKey, LoadedAdapter] = OrderedDict()
 
@@ -242,6 +244,13 @@ class AdapterCache:
                     adapter_name=adapter_name,
                     load_into_transformer_2=expert == "low_noise",
                 )
+            if self.adapter_dtype is not None:
+                # peft gives new LoRA weights the base layer's dtype; under fp8 storage that is
+                # float8, which diffusers' casting hooks (set at load) never upcast: keep them in
+                # the compute dtype instead (they are small).
+                for name, param in transformer.named_parameters():
+                    if f".{adapter_name}." in name:
+                        param.data = param.data.to(self.adapter_dtype)
             # peft makes a freshly wrapped layer's new adapter active: inactive until a request asks
             transformer.set_adapters([], [])  # type: ignore[operator]
         deltas = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in fitted.deltas.items()}

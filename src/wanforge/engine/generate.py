@@ -295,7 +295,10 @@ class Engine:
     def __init__(self, loaded: LoadedModel, lora_cache_size: int = 8) -> None:
         self.loaded = loaded
         self.adapters = AdapterCache(
-            loaded.pipe, lora_cache_size, allow_deltas=loaded.memory_mode != "group_offload"
+            loaded.pipe,
+            lora_cache_size,
+            allow_deltas=loaded.memory_mode != "group_offload",
+            adapter_dtype=loaded.dtype if loaded.fp8 == "storage" else None,
         )
 
     def render(

@@ -16,6 +16,14 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
 from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile
+from wanforge.engine.speed import (
+    DEFAULT_STEP_CACHE_THRESHOLD,
+    Fp8Mode,
+    StepCache,
+    apply_fp8_storage,
+    apply_step_cache,
+    check_options,
+)
 
 MemoryMode = Literal["gpu", "model_offload", "group_offload"]
 MEMORY_MODES: tuple[MemoryMode, ...] = ("gpu", "model_offload", "group_offload")
@@ -40,6 +48,9 @@ class LoadedModel:
     name: str
     # the diffusers attention backend both experts run (see engine/attention.py)
     attention_backend: AttentionBackend = "native"
+    # memory and speed options set on both experts (see engine/speed.py)
+    fp8: Fp8Mode = "off"
+    step_cache: StepCache = "off"
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -173,6 +184,9 @@ def load_pipeline(
     memory_mode: str | None = None,
     profile: ModelProfile | None = None,
     attention: str = "auto",
+    fp8: str = "off",
+    step_cache: str = "off",
+    step_cache_threshold: float = DEFAULT_STEP_CACHE_THRESHOLD,
 ) -> LoadedModel:
     """Load ``model``: ``"demo"`` or the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory.
 
@@ -182,9 +196,12 @@ def load_pipeline(
     layers from the CPU; ``None`` picks from the free GPU memory. ``profile`` overrides the
     sampling defaults (by default the demo or the A14B profile). ``attention``: ``"auto"`` (the
     fastest backend this device can run) or a backend name (see :mod:`wanforge.engine.attention`).
+    ``fp8`` (``"off"`` or ``"storage"``) and ``step_cache`` (``"off"`` or ``"first_block"``, with
+    ``step_cache_threshold``): see :mod:`wanforge.engine.speed`.
     """
     target = resolve_device(device)
     requested_mode = _check_request(target, memory_mode)
+    fp8_mode, cache = check_options(fp8, step_cache, step_cache_threshold)
     backend = choose_backend(attention, probe(target))
     if model == DEMO_MODEL:
         pipe = _load_demo()
@@ -201,6 +218,10 @@ def load_pipeline(
     mode = requested_mode or _auto_memory_mode(pipe, target)
     pipe.register_to_config(boundary_ratio=chosen_profile.boundary_ratio)
     pipe.set_progress_bar_config(disable=True)
+    if fp8_mode == "storage":  # before placement: the experts reach the device already in fp8
+        apply_fp8_storage(pipe, compute_dtype=dtype)
+    if cache == "first_block":
+        apply_step_cache(pipe, step_cache_threshold)
     _place(pipe, target, mode)
     if backend != "native" or attention == "native":  # unset, the experts already run native SDPA
         set_backend(pipe, backend)
@@ -212,6 +233,8 @@ def load_pipeline(
         memory_mode=mode,
         name=name,
         attention_backend=backend,
+        fp8=fp8_mode,
+        step_cache=cache,
     )
 
 

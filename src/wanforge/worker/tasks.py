@@ -26,6 +26,9 @@ def build_tasks(settings: Settings) -> TaskTable:
         device=settings.device,
         memory_mode=settings.memory_mode,
         attention=settings.attention_backend,
+        fp8=settings.fp8,
+        step_cache=settings.step_cache,
+        step_cache_threshold=settings.step_cache_threshold,
     )
     engine = Engine(loaded)
     tasks = TaskTable(

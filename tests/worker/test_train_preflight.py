@@ -47,3 +47,29 @@ def test_a_job_over_the_memory_limit_fails_1403_before_training(
     out = prediction_out(done, "http://h")
     assert (out.status, out.error_code, out.error) == ("failed", ErrorCode.TASK_FAILED, DEMO_REFUSAL)
     assert not (settings.data_dir / "jobs" / pid / "train").exists()  # nothing cached, nothing trained
+
+
+def test_a_worker_with_inference_speed_options_refuses_training_clearly(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    pid = jobs.create_prediction(
+        db,
+        model=TRAINER,
+        kind="train",
+        input={"data": "https://example.com/d.zip", "steps": 50, "lora_rank": 4},
+        server_base="http://h",
+        max_attempts=1,
+    ).id
+    loaded = load_pipeline("demo", device="cpu", fp8="storage", step_cache="first_block")
+    loop = WorkerLoop(settings, db)
+    loop.tasks = {"train": partial(train_task.run_train, loaded=loaded)}
+    row = jobs.claim_next(db, loop.worker_id, settings.lease_s, ("train",))
+    assert row is not None
+    loop.run_job(row)
+    done = jobs.get_prediction(db, pid)
+    assert done is not None
+    assert (done.status, done.error_code) == ("failed", ErrorCode.UNAVAILABLE)
+    assert done.error == (
+        "this worker serves the model with WANFORGE_FP8 and WANFORGE_STEP_CACHE set, which training "
+        "cannot use; run training on a worker without them"
+    )

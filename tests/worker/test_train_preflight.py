@@ -17,6 +17,7 @@ from wanforge.training.preflight import GIB
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker import train_task
 from wanforge.worker.loop import WorkerLoop
+from wanforge.worker.tasks import build_tasks
 
 TRAINER = "wavespeed-ai/wan-2.2-i2v-lora-trainer"
 
@@ -60,9 +61,9 @@ def test_a_worker_with_inference_speed_options_refuses_training_clearly(
         server_base="http://h",
         max_attempts=1,
     ).id
-    loaded = load_pipeline("demo", device="cpu", fp8="storage", step_cache="first_block")
+    settings.fp8, settings.step_cache = "storage", "first_block"
     loop = WorkerLoop(settings, db)
-    loop.tasks = {"train": partial(train_task.run_train, loaded=loaded)}
+    loop.tasks = build_tasks(settings)
     row = jobs.claim_next(db, loop.worker_id, settings.lease_s, ("train",))
     assert row is not None
     loop.run_job(row)

@@ -11,7 +11,7 @@ from wanforge.safety.checker import build_checker
 from wanforge.store.workers import attention_detail
 from wanforge.worker.context import Task
 from wanforge.worker.generate_task import run_generate
-from wanforge.worker.train_task import run_train
+from wanforge.worker.train_task import refuse_training, run_train
 
 
 class TaskTable(dict[str, Task]):
@@ -31,10 +31,19 @@ def build_tasks(settings: Settings) -> TaskTable:
         step_cache_threshold=settings.step_cache_threshold,
     )
     engine = Engine(loaded)
+    speed_options = [
+        name
+        for name, value in (("WANFORGE_FP8", loaded.fp8), ("WANFORGE_STEP_CACHE", loaded.step_cache))
+        if value != "off"
+    ]
     tasks = TaskTable(
         {
             "generate": partial(run_generate, engine=engine, checker=build_checker(settings)),
-            "train": partial(run_train, loaded=loaded),
+            "train": (
+                partial(refuse_training, options=speed_options)
+                if speed_options
+                else partial(run_train, loaded=loaded)
+            ),
         }
     )
     tasks.detail = attention_detail(loaded.attention_backend)

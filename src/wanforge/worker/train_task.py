@@ -23,19 +23,6 @@ from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStop
 
 def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
     inp = LoraTrainerInput.model_validate(ctx.prediction.input)
-    # the inference speed options change what a forward pass computes (fp8-stored weights, cached
-    # blocks skipped): gradients through them would train the wrong model
-    options = [
-        name
-        for name, value in (("WANFORGE_FP8", loaded.fp8), ("WANFORGE_STEP_CACHE", loaded.step_cache))
-        if value != "off"
-    ]
-    if options:
-        raise TaskError(
-            ErrorCode.UNAVAILABLE,
-            f"this worker serves the model with {' and '.join(options)} set, which training cannot use; "
-            "run training on a worker without them",
-        )
     ctx.job_dir.mkdir(parents=True, exist_ok=True)
 
     ctx.progress.report("fetching", 0, 1, force=True)
@@ -110,4 +97,14 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
             "training": trained.result.metrics,
             "training_s": round(time.monotonic() - started, 1),
         },
+    )
+
+
+def refuse_training(ctx: JobContext, options: list[str]) -> TaskOutcome:
+    """The train task of a worker loaded with inference speed options (fp8-stored weights, cached
+    blocks skipped): gradients through them would train the wrong model."""
+    raise TaskError(
+        ErrorCode.UNAVAILABLE,
+        f"this worker serves the model with {' and '.join(options)} set, which training cannot use; "
+        "run training on a worker without them",
     )

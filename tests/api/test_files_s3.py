@@ -3,6 +3,7 @@ as on local storage. A real S3-protocol server (moto), tests/s3.py."""
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 import httpx
@@ -77,3 +78,22 @@ def test_missing_bad_and_expired_keys(s3_settings: Settings, db: Database, owner
     expired = client.get(f"/files/{output}")
     assert expired.status_code == 410
     assert expired.json()["message"].startswith("file expired: outputs are deleted 7 days after")
+
+
+def test_an_unreachable_store_answers_503(
+    settings: Settings, db: Database, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    settings.storage_url = "s3://bucket/p"
+    settings.s3_endpoint_url = f"http://127.0.0.1:{port}"
+    client = TestClient(create_app(settings, db), follow_redirects=False)
+    expected = {"code": 5003, "message": "file storage is unavailable; try again later", "data": None}
+    got = client.get("/files/outputs/abcdefabcdefabcdefabcdef/x.mp4")
+    assert (got.status_code, got.json()) == (503, expected)
+    up = client.post(
+        "/api/v3/media/upload/binary", headers=auth, files={"file": ("a.png", b"x", "image/png")}
+    )
+    assert (up.status_code, up.json()) == (503, expected)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,10 +14,11 @@ import pytest
 from tests.media.test_storage import BAD_KEYS
 from tests.s3 import S3Endpoint
 from wanforge.config import Settings
-from wanforge.media.errors import MediaError, MediaNotFound, TooLarge
+from wanforge.media.errors import MediaError, MediaNotFound, StorageUnavailable, TooLarge
 from wanforge.media.factory import make_storage
 from wanforge.media.storage import LocalStorage, Storage
 from wanforge.media.storage_s3 import S3Storage, parse_s3_url
+from wanforge.worker.scrub import is_storage_error
 
 pytestmark = pytest.mark.usefixtures("s3_env")
 
@@ -182,3 +185,30 @@ def test_make_storage(tmp_path: Path, s3_endpoint: S3Endpoint) -> None:
     assert (remote.bucket, remote.prefix) == ("bkt", "p/q/")
     with pytest.raises(ValueError, match="WANFORGE_STORAGE_URL must be unset"):
         Settings(storage_url="/srv/files")
+
+
+def test_an_unreachable_store_is_a_storage_error_the_worker_retries(tmp_path: Path) -> None:
+    """Connection refused: StorageUnavailable, an OSError(EIO) the worker puts the job back for."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    dead = S3Storage("bucket", "p", client=client)
+    with pytest.raises(StorageUnavailable) as caught:
+        dead.put_bytes("outputs/tok/a.mp4", b"x")
+    assert (
+        str(caught.value)
+        == "object storage unavailable for storage key 'outputs/tok/a.mp4': EndpointConnectionError"
+    )
+    assert "127.0.0.1" not in str(caught.value)
+    assert is_storage_error(caught.value) and caught.value.errno == errno.EIO
+    with pytest.raises(StorageUnavailable):
+        dead.copy_to("outputs/tok/a.mp4", tmp_path / "d")

@@ -26,7 +26,7 @@ from wanforge.api.wire import (
     UploadTicketEnvelope,
     UploadTicketIn,
 )
-from wanforge.media.errors import MediaError, TooLarge
+from wanforge.media.errors import MediaError, StorageUnavailable, TooLarge
 from wanforge.predictions import file_url, iso
 from wanforge.store import retention, uploads
 from wanforge.store.tables import Upload
@@ -59,6 +59,8 @@ async def upload_binary(
         )
     except TooLarge as exc:
         raise ApiError(413, str(exc), ErrorCode.INVALID_PARAMETER) from exc
+    except StorageUnavailable as exc:
+        raise _unavailable() from exc
     except MediaError as exc:
         raise ApiError(400, str(exc), ErrorCode.INVALID_PARAMETER) from exc
     content_type = _content_type(filename, file.content_type)
@@ -145,6 +147,8 @@ async def _receive_ticketed(row: Upload, request: Request, state: AppState) -> i
         size = await state.storage.write_async_stream(row.key, request.stream(), max_bytes=limit)
     except TooLarge as exc:
         raise ApiError(413, f"{exc} ({why})", ErrorCode.INVALID_PARAMETER) from exc
+    except StorageUnavailable as exc:
+        raise _unavailable() from exc
     if row.declared_size is not None and size != row.declared_size:
         await asyncio.to_thread(state.storage.delete, row.key)
         raise ApiError(
@@ -209,6 +213,7 @@ FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorEnvelope, "description": "No file under this key"},
     302: {"description": "Object storage: the file is at the presigned URL in `Location`"},
     410: {"model": ErrorEnvelope, "description": "An output deleted by the retention sweep"},
+    503: {"model": ErrorEnvelope, "description": "The file storage is unavailable (5003)"},
     416: {"model": ErrorEnvelope, "description": "No range of `Range` lies within the file"},
 }
 
@@ -246,6 +251,8 @@ def get_file(
                 _missing(state, key)
             return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
         path = state.storage.path(key)
+    except StorageUnavailable as exc:
+        raise _unavailable() from exc
     except MediaError as exc:
         raise ApiError(404, "file not found") from exc
     if not path.is_file():
@@ -276,3 +283,8 @@ def _missing(state: AppState, key: str) -> NoReturn:
             f"prediction ended (WANFORGE_RETENTION_DAYS); this one was deleted at {iso(expired)}",
         )
     raise ApiError(404, "file not found")
+
+
+def _unavailable() -> ApiError:
+    """503/5003 when the file storage itself fails (an object store down): worth trying again."""
+    return ApiError(503, "file storage is unavailable; try again later", ErrorCode.UNAVAILABLE)

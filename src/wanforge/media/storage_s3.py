@@ -25,13 +25,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from wanforge.media.errors import MediaError, MediaNotFound, TooLarge
+from wanforge.media.errors import MediaError, MediaNotFound, StorageUnavailable, TooLarge
 from wanforge.media.keys import make_key, validate_key
 
 __all__ = ["S3Storage", "parse_s3_url"]
 
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# the store's own trouble, worth trying again later (S3's throttling and 5xx codes)
+_UNAVAILABLE = {
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+}
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -237,9 +248,15 @@ class S3Storage:
             code = str(error.get("Code", "unknown"))
             if code in _MISSING:
                 raise MediaNotFound(f"storage key {key!r} does not exist", key) from exc
+            if code in _UNAVAILABLE:
+                raise StorageUnavailable(
+                    f"object storage unavailable for storage key {key!r}: {code}"
+                ) from exc
             raise MediaError(f"object storage refused storage key {key!r}: {code}") from exc
-        except (BotoCoreError, S3UploadFailedError) as exc:
-            raise MediaError(f"object storage failed for storage key {key!r}: {type(exc).__name__}") from exc
+        except (BotoCoreError, S3UploadFailedError) as exc:  # unreachable, timed out, upload failed
+            raise StorageUnavailable(
+                f"object storage unavailable for storage key {key!r}: {type(exc).__name__}"
+            ) from exc
 
 
 def _spool() -> tempfile.SpooledTemporaryFile[bytes]:

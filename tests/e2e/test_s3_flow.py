@@ -20,12 +20,14 @@ def test_generate_on_s3(tmp_path: Path, s3_endpoint: S3Endpoint, image_16x9: Pat
     import boto3
 
     bucket = s3_endpoint.new_bucket()
-    env = {
-        **CREDENTIALS,
-        "WANFORGE_STORAGE_URL": f"s3://{bucket}/wf",
-        "WANFORGE_S3_ENDPOINT_URL": s3_endpoint.url,
-    }
-    with running_server(tmp_path, **env) as server:
+    with running_server(
+        tmp_path,
+        AWS_ACCESS_KEY_ID=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        AWS_SECRET_ACCESS_KEY=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        AWS_DEFAULT_REGION=CREDENTIALS["AWS_DEFAULT_REGION"],
+        WANFORGE_STORAGE_URL=f"s3://{bucket}/wf",
+        WANFORGE_S3_ENDPOINT_URL=s3_endpoint.url,
+    ) as server:
         client = wavespeed.Client(api_key=server.api_key, base_url=server.base_url)
         out = client.run(
             "alibaba/wan-2.2/i2v-plus-480p",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from tests.s3 import CREDENTIALS, S3Endpoint, start_moto
 from wanforge.config import Settings
 from wanforge.store.db import Database
 from wanforge.store.keys import create_key
@@ -67,3 +68,16 @@ def db(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Database]
 def api_key(db: Database) -> str:
     plaintext, _ = create_key(db, "test")
     return plaintext
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """moto's S3 server, started once per session (tests/s3.py)."""
+    yield from start_moto()
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials in the standard AWS variables (boto3 reads them)."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)

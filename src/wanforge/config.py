@@ -75,6 +75,31 @@ class Settings(BaseSettings):
         description="a worker removes unfinished storage writes (hidden .tmp files) older than this at start",
     )
 
+    # object storage (issue 9; docs/media.md): unset = the local directory data_dir/files
+    storage_url: str | None = Field(
+        default=None,
+        description="where uploads and outputs live: unset = data_dir/files (a local or shared "
+        "directory); 's3://bucket/prefix' = an S3-compatible object store (needs the 's3' extra; "
+        "credentials from the standard AWS_* environment variables)",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="the S3 endpoint, for S3-compatible stores (MinIO, Ceph, R2); unset = AWS"
+    )
+    s3_region: str | None = Field(default=None, description="the S3 region; unset = boto3's default")
+    s3_presign_s: int = Field(
+        default=3600,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="GET /files/{key} on S3 storage redirects (302) to a presigned URL valid this long",
+    )
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url_is_s3(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError("WANFORGE_STORAGE_URL must be unset (local directory) or s3://bucket/prefix")
+        return value
+
     # webhooks
     webhook_timeout_s: float = 10.0
     webhook_max_attempts: int = 6

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from wanforge.api.app import create_app
 from wanforge.api.retention import RetentionSweeper, SweepReport
 from wanforge.config import Settings
-from wanforge.media.storage import LocalStorage
+from wanforge.media.storage import LocalStorage, Storage
 from wanforge.store import jobs, retention, uploads
 from wanforge.store.db import Database
 from wanforge.store.tables import OutputFile, Prediction, Upload
@@ -42,7 +42,7 @@ class CountingStorage(LocalStorage):
 
 def _prediction(
     db: Database,
-    storage: LocalStorage,
+    storage: Storage,
     owner: str,
     *,
     created: datetime,

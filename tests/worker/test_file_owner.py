@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wanforge.config import Settings
+from wanforge.media.errors import StorageUnavailable
 from wanforge.media.storage import LocalStorage
 from wanforge.store import jobs, uploads
 from wanforge.store.db import Database
@@ -17,6 +18,7 @@ from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError
 from wanforge.worker.lease import Lease
 from wanforge.worker.progress import ProgressReporter
+from wanforge.worker.scrub import is_storage_error
 
 BASE = "http://api.example"
 
@@ -84,3 +86,37 @@ def test_a_file_that_is_nobodys_is_not_read(db: Database, settings: Settings, tm
     with pytest.raises(TaskError) as err:
         _context(db, settings, one, tmp_path).read_media(f"/files/{stray}", "image")
     assert err.value.code == ErrorCode.MEDIA_ACCESS_FAILED and "upload not found" in err.value.message
+
+
+class DownStorage(LocalStorage):
+    """Local storage whose reads fail as an unreachable object store's do."""
+
+    def _down(self, key: str) -> None:
+        raise StorageUnavailable(f"object storage unavailable for storage key {key!r}: ReadTimeoutError")
+
+    def exists(self, key: str) -> bool:
+        self._down(key)
+        return False
+
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        self._down(key)
+        return b""
+
+
+def test_an_unavailable_storage_is_not_a_media_error(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """The store's outage is not the input's fault: it propagates (an OSError the worker loop puts
+    the job back for, WANFORGE_STORAGE_RETRIES), instead of failing the job with 1402."""
+    one = create_key(db, "one")[1].id
+    key = _uploaded(db, settings, one)
+    ctx = _context(db, settings, one, tmp_path)
+    ctx.storage = DownStorage(settings.storage_dir)
+    for read in (
+        lambda: ctx.read_media(f"{BASE}/files/{key}", "image"),
+        lambda: ctx.fetch_to_file(f"/files/{key}", "data", tmp_path / "d.zip", 100),
+    ):
+        with pytest.raises(StorageUnavailable) as err:
+            read()
+        assert is_storage_error(err.value)
+    assert not (tmp_path / "d.zip").exists() and not (tmp_path / "d.zip.part").exists()

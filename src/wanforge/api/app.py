@@ -22,7 +22,7 @@ from wanforge.api.keycache import KeyCache
 from wanforge.api.retention import RetentionSweeper
 from wanforge.api.routes_playground import mount_playground
 from wanforge.config import Settings
-from wanforge.media.storage import LocalStorage
+from wanforge.media.factory import make_storage
 from wanforge.store.db import Database, PoolLimits
 from wanforge.webhooks.sender import WebhookSender
 
@@ -69,7 +69,7 @@ def create_app(
     app.state.wanforge = AppState(
         settings=settings,
         db=db or Database(settings.resolved_database_url(), PoolLimits.from_settings(settings)),
-        storage=LocalStorage(settings.storage_dir),
+        storage=make_storage(settings),
     )
     app.state.stopping = stopping
     install_handlers(app)

@@ -12,10 +12,10 @@ import asyncio
 import mimetypes
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import APIRouter, File, Header, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from wanforge.api.deps import AppState, BaseUrlDep, KeyDep, StateDep
 from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
@@ -26,7 +26,7 @@ from wanforge.api.wire import (
     UploadTicketEnvelope,
     UploadTicketIn,
 )
-from wanforge.media.errors import MediaError, TooLarge
+from wanforge.media.errors import MediaError, StorageUnavailable, TooLarge
 from wanforge.predictions import file_url, iso
 from wanforge.store import retention, uploads
 from wanforge.store.tables import Upload
@@ -59,6 +59,8 @@ async def upload_binary(
         )
     except TooLarge as exc:
         raise ApiError(413, str(exc), ErrorCode.INVALID_PARAMETER) from exc
+    except StorageUnavailable as exc:
+        raise _unavailable() from exc
     except MediaError as exc:
         raise ApiError(400, str(exc), ErrorCode.INVALID_PARAMETER) from exc
     content_type = _content_type(filename, file.content_type)
@@ -145,6 +147,8 @@ async def _receive_ticketed(row: Upload, request: Request, state: AppState) -> i
         size = await state.storage.write_async_stream(row.key, request.stream(), max_bytes=limit)
     except TooLarge as exc:
         raise ApiError(413, f"{exc} ({why})", ErrorCode.INVALID_PARAMETER) from exc
+    except StorageUnavailable as exc:
+        raise _unavailable() from exc
     if row.declared_size is not None and size != row.declared_size:
         await asyncio.to_thread(state.storage.delete, row.key)
         raise ApiError(
@@ -207,6 +211,9 @@ FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The file", "content": {"*/*": _FILE_BYTES}},
     206: {"description": "The ranges asked for (`Range: bytes=...`)", "content": {"*/*": _FILE_BYTES}},
     404: {"model": ErrorEnvelope, "description": "No file under this key"},
+    302: {"description": "Object storage: the file is at the presigned URL in `Location`"},
+    410: {"model": ErrorEnvelope, "description": "An output deleted by the retention sweep"},
+    503: {"model": ErrorEnvelope, "description": "The file storage is unavailable (5003)"},
     416: {"model": ErrorEnvelope, "description": "No range of `Range` lies within the file"},
 }
 
@@ -219,8 +226,11 @@ def get_file(
     _range: str | None = Header(  # documented here; read from the request's headers below
         default=None, alias="range", description="`bytes=start-end[,...]`: parts of the file (206)"
     ),
-) -> FileResponse:
+) -> Response:
     """An upload or an output. Keys are unguessable; whoever has the URL can read the file.
+
+    With object storage (`WANFORGE_STORAGE_URL=s3://...`) the answer is a 302 to a presigned URL
+    valid `WANFORGE_S3_PRESIGN_S` seconds; the store then serves the bytes (and ranges) itself.
 
     An output deleted by the retention sweep answers 410 (an expired upload, whose record is
     deleted with it, answers 404, as an unknown key does).
@@ -228,17 +238,25 @@ def get_file(
     Images and videos are served inline, anything else as an attachment; HTML, SVG and scripts
     as `application/octet-stream`; always with `X-Content-Type-Options: nosniff`."""
     try:
+        name = key.rsplit("/", 1)[-1]
+        media_type, disposition = served_type(name)
+        url = state.storage.presigned_url(
+            key,
+            state.settings.s3_presign_s,
+            content_type=media_type,
+            content_disposition=f'{disposition}; filename="{name}"',
+        )
+        if url is not None:  # object storage: the client fetches the bytes from it directly
+            if not state.storage.exists(key):
+                _missing(state, key)
+            return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
         path = state.storage.path(key)
+    except StorageUnavailable as exc:
+        raise _unavailable() from exc
     except MediaError as exc:
         raise ApiError(404, "file not found") from exc
     if not path.is_file():
-        if (expired := retention.output_expired_at(state.db, key)) is not None:
-            raise ApiError(
-                410,
-                f"file expired: outputs are deleted {state.settings.retention_days:g} days after their "
-                f"prediction ended (WANFORGE_RETENTION_DAYS); this one was deleted at {iso(expired)}",
-            )
-        raise ApiError(404, "file not found")
+        _missing(state, key)
     size = path.stat().st_size
     if (spec := request.headers.get("range")) is not None:
         usable = usable_range(spec, size)
@@ -247,7 +265,6 @@ def get_file(
         if usable is not None:
             headers.append((b"range", usable.encode("latin-1")))
         request.scope["headers"] = headers
-    media_type, disposition = served_type(path.name)
     return FileResponse(
         path,
         media_type=media_type,
@@ -255,3 +272,19 @@ def get_file(
         content_disposition_type=disposition,
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+def _missing(state: AppState, key: str) -> NoReturn:
+    """404 for a key never stored (or an expired upload), 410 for an output the sweep deleted."""
+    if (expired := retention.output_expired_at(state.db, key)) is not None:
+        raise ApiError(
+            410,
+            f"file expired: outputs are deleted {state.settings.retention_days:g} days after their "
+            f"prediction ended (WANFORGE_RETENTION_DAYS); this one was deleted at {iso(expired)}",
+        )
+    raise ApiError(404, "file not found")
+
+
+def _unavailable() -> ApiError:
+    """503/5003 when the file storage itself fails (an object store down): worth trying again."""
+    return ApiError(503, "file storage is unavailable; try again later", ErrorCode.UNAVAILABLE)

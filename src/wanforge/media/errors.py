@@ -13,7 +13,9 @@ class.
 
 from __future__ import annotations
 
-__all__ = ["MediaError", "MediaNotFound", "Refused", "TooLarge", "describe_size"]
+import errno
+
+__all__ = ["MediaError", "MediaNotFound", "Refused", "StorageUnavailable", "TooLarge", "describe_size"]
 
 
 class MediaError(Exception):
@@ -51,6 +53,18 @@ class MediaNotFound(MediaError):
     def __init__(self, message: str, key: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+class StorageUnavailable(MediaError, OSError):
+    """The storage itself failed (an object store unreachable, timing out or answering 5xx).
+
+    Also an ``OSError`` with ``errno.EIO``, so a worker treats it as it treats a failing disk: the
+    job is put back and tried again later (``WANFORGE_STORAGE_RETRIES``), not failed as bad media.
+    """
+
+    def __init__(self, message: str) -> None:
+        OSError.__init__(self, errno.EIO, message)
+        self.message = message
 
 
 def describe_size(n: int) -> str:

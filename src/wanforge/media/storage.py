@@ -29,8 +29,9 @@ class Storage(Protocol):
     """Where artifacts live; the API and the workers hold one of these and nothing more specific.
 
     Keys are validated by every method; a bad key raises MediaError. A missing key raises
-    MediaNotFound. Only the file server needs a local file (:meth:`path`, served with sendfile);
-    everything else reads and writes through the methods below.
+    MediaNotFound. Only the file server needs a local file (:meth:`path`, served with sendfile),
+    and only when :meth:`presigned_url` gives None; everything else reads and writes through the
+    methods below. :class:`~wanforge.media.storage_s3.S3Storage` is the object-store one.
     """
 
     def new_key(self, prefix: str, filename: str) -> str: ...
@@ -56,6 +57,18 @@ class Storage(Protocol):
     def path(self, key: str) -> Path: ...
 
     def sweep_unfinished(self, older_than_s: float, now: float) -> int: ...
+
+    def presigned_url(
+        self,
+        key: str,
+        expires_s: int,
+        *,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
+    ) -> str | None:
+        """A URL a client can GET the object from directly, or None when the storage has none
+        (the API then serves the file from :meth:`path` itself)."""
+        ...
 
 
 class LocalStorage:
@@ -85,6 +98,18 @@ class LocalStorage:
         if not target.is_relative_to(root) or target == root:
             raise MediaError(f"storage key {key!r} points outside the storage directory")
         return target
+
+    def presigned_url(
+        self,
+        key: str,
+        expires_s: int,
+        *,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
+    ) -> str | None:
+        """None: a local file has no URL of its own; the API serves it from :meth:`path`."""
+        validate_key(key)
+        return None
 
     # -- writing ----------------------------------------------------------------------------
 

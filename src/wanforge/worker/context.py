@@ -94,7 +94,7 @@ class JobContext:
         """Put the media at `url` into `target`, never holding it in memory: an own upload is
         copied from storage, a data: URI decoded, anything else streamed to disk under the fetch
         rules. Over `max_bytes` is refused with a message naming `limit_setting`."""
-        from wanforge.media.errors import MediaError, TooLarge
+        from wanforge.media.errors import MediaError, StorageUnavailable, TooLarge
         from wanforge.media.resolve import own_file_key, save_media
 
         partial = target.with_name(target.name + ".part")
@@ -120,6 +120,9 @@ class JobContext:
                     limit_setting=limit_setting,
                     timeout_setting=timeout_setting,
                 )
+        except StorageUnavailable:  # the storage's outage, not the input's fault: the loop retries
+            partial.unlink(missing_ok=True)
+            raise
         except MediaError as exc:
             partial.unlink(missing_ok=True)
             raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: {exc}") from exc
@@ -127,7 +130,7 @@ class JobContext:
 
     def read_media(self, url: str, what: str, max_bytes: int | None = None) -> bytes:
         """Read a user-given media URL (own upload, data: URI or remote) under the fetch rules."""
-        from wanforge.media.errors import MediaError
+        from wanforge.media.errors import MediaError, StorageUnavailable
         from wanforge.media.resolve import own_file_key, read_media
 
         if (key := own_file_key(url.strip(), self.own_base_urls())) is not None:
@@ -141,6 +144,8 @@ class JobContext:
                 timeout_s=self.settings.fetch_timeout_s,
                 allow_private=self.settings.allow_private_urls,
             )
+        except StorageUnavailable:  # the storage's outage, not the input's fault: the loop retries
+            raise
         except MediaError as exc:
             raise TaskError(ErrorCode.MEDIA_ACCESS_FAILED, f"cannot read {what}: {exc}") from exc
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from wanforge.config import Settings
 from wanforge.logs import prediction_context
-from wanforge.media.storage import LocalStorage, Storage
+from wanforge.media.factory import make_storage
+from wanforge.media.storage import Storage
 from wanforge.store import jobs, metrics
 from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
@@ -56,7 +57,7 @@ class WorkerLoop:
         self.settings = settings
         self.loader = loader or _build_tasks
         self.db = db
-        self.storage: Storage = LocalStorage(settings.storage_dir)
+        self.storage: Storage = make_storage(settings)
         self.worker_id = worker_id or new_worker_id()
         self.shutdown = threading.Event()
         self.tasks: dict[str, Task] = {}

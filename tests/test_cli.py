@@ -145,10 +145,11 @@ class _Captured:
 
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    from wanforge.engine import generate, loading
+    from wanforge.engine import generate
+    from wanforge.worker import tasks
 
     monkeypatch.setattr(generate, "Engine", _Captured)
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: None)
+    monkeypatch.setattr(tasks, "load_model", lambda *a, **k: None)
     _Captured.requests = []
     return _Captured.requests
 

@@ -258,10 +258,10 @@ def generate(
     from rich.progress import Progress
 
     from wanforge.engine.generate import Engine, GenerationRequest, resolve_seed
-    from wanforge.engine.loading import load_pipeline
     from wanforge.engine.loras import BOTH
     from wanforge.engine.video import write_mp4
     from wanforge.media.images import decode_image
+    from wanforge.worker.tasks import load_model
 
     if resolution not in ("480p", "720p", "1080p"):
         raise typer.BadParameter("must be 480p, 720p or 1080p", param_hint="--resolution")
@@ -282,17 +282,7 @@ def generate(
     last = decode_image(last_image.read_bytes(), max_pixels=settings.max_image_pixels) if last_image else None
     with Progress() as progress:
         task = progress.add_task(f"loading {settings.model}", total=None)
-        engine = Engine(
-            load_pipeline(
-                settings.model,
-                device=settings.device,
-                memory_mode=settings.memory_mode,
-                attention=settings.attention_backend,
-                fp8=settings.fp8,
-                step_cache=settings.step_cache,
-                step_cache_threshold=settings.step_cache_threshold,
-            )
-        )
+        engine = Engine(load_model(settings))
         used_seed = resolve_seed(seed)
         progress.update(task, description=f"denoising (seed {used_seed})")
         result = engine.generate(
@@ -335,23 +325,15 @@ def train(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from wanforge.engine.loading import load_pipeline
     from wanforge.training.errors import TrainingDataError, TrainingMemoryError
     from wanforge.training.job import lora_stem, train_from_zip
     from wanforge.training.preflight import memory_limit_bytes
     from wanforge.training.run import TrainParams
     from wanforge.training.trainer import TrainProgress
+    from wanforge.worker.tasks import load_model
 
     settings = load_settings(model=model)
-    loaded = load_pipeline(
-        settings.model,
-        device=settings.device,
-        memory_mode=settings.memory_mode,
-        attention=settings.attention_backend,
-        fp8=settings.fp8,
-        step_cache=settings.step_cache,
-        step_cache_threshold=settings.step_cache_threshold,
-    )
+    loaded = load_model(settings)
     work = out / ".wanforge-train"
     columns = (
         TextColumn("{task.description}"),

@@ -6,7 +6,7 @@ from functools import partial
 
 from wanforge.config import Settings
 from wanforge.engine.generate import Engine
-from wanforge.engine.loading import load_pipeline
+from wanforge.engine.loading import LoadedModel, load_pipeline
 from wanforge.safety.checker import build_checker
 from wanforge.store.workers import attention_detail
 from wanforge.worker.context import Task
@@ -20,8 +20,9 @@ class TaskTable(dict[str, Task]):
     detail: str = ""
 
 
-def build_tasks(settings: Settings) -> TaskTable:
-    loaded = load_pipeline(
+def load_model(settings: Settings) -> LoadedModel:
+    """The model as the settings ask for it: the one load of a worker, `generate` and `train`."""
+    return load_pipeline(
         settings.model,
         device=settings.device,
         memory_mode=settings.memory_mode,
@@ -30,6 +31,10 @@ def build_tasks(settings: Settings) -> TaskTable:
         step_cache=settings.step_cache,
         step_cache_threshold=settings.step_cache_threshold,
     )
+
+
+def build_tasks(settings: Settings) -> TaskTable:
+    loaded = load_model(settings)
     engine = Engine(loaded)
     speed_options = [
         name

@@ -88,8 +88,17 @@ class TaskKind(StrEnum):
     TRAIN = "train"
 
 
-class I2VInput(ModelInput):
-    """Alibaba Wan 2.2 I2V Plus: one image and a prompt to a 5-second video."""
+def seed_field() -> Any:
+    return Field(
+        default=-1,
+        ge=-1,
+        le=2147483647,
+        description="The random seed to use for the generation. -1 means a random seed will be used.",
+    )
+
+
+class ImageToVideoInput(ModelInput):
+    """What every image-to-video model takes first: the image, the prompt, the negative prompt."""
 
     image: str = Field(
         description="The image for generating the output: an http(s) URL (at most "
@@ -103,18 +112,18 @@ class I2VInput(ModelInput):
     negative_prompt: str = Field(
         default="", description="The negative prompt for the generation.", max_length=PROMPT_MAX_CHARS
     )
+
+    _image_url = field_validator("image")(check_media_url)
+
+
+class I2VInput(ImageToVideoInput):
+    """Alibaba Wan 2.2 I2V Plus: one image and a prompt to a 5-second video."""
+
     duration: Literal[5] = Field(default=5, description="The duration of the generated media in seconds.")
     enable_prompt_expansion: bool = Field(
         default=False, description="If set to true, the prompt optimizer will be enabled."
     )
-    seed: int = Field(
-        default=-1,
-        ge=-1,
-        le=2147483647,
-        description="The random seed to use for the generation. -1 means a random seed will be used.",
-    )
-
-    _image_url = field_validator("image")(check_media_url)
+    seed: int = seed_field()
 
     @field_validator("enable_prompt_expansion")
     @classmethod
@@ -188,22 +197,10 @@ def _lora_list(applies_to: str) -> LoraList:
     )
 
 
-class I2VLoraInput(ModelInput):
+class I2VLoraInput(ImageToVideoInput):
     """Wan 2.2 image-to-video with LoRAs: an image (and optionally a last frame) and a prompt to
     a 5- or 8-second video, with up to 3 LoRAs for both experts and 3 for each expert alone."""
 
-    image: str = Field(
-        description="The image for generating the output: an http(s) URL (at most "
-        f"{URL_MAX_CHARS} characters), an upload URL of this server (`/files/...`), or a data: URI.",
-        min_length=1,
-        json_schema_extra=MEDIA_URL_SCHEMA,
-    )
-    prompt: str = Field(
-        description="The positive prompt for the generation.", min_length=1, max_length=PROMPT_MAX_CHARS
-    )
-    negative_prompt: str = Field(
-        default="", description="The negative prompt for the generation.", max_length=PROMPT_MAX_CHARS
-    )
     last_image: str | None = Field(
         default=None,
         min_length=1,
@@ -213,17 +210,10 @@ class I2VLoraInput(ModelInput):
     duration: Literal[5, 8] = Field(
         default=5, description="The duration of the generated media in seconds (81 or 129 frames at 16 fps)."
     )
-    seed: int = Field(
-        default=-1,
-        ge=-1,
-        le=2147483647,
-        description="The random seed to use for the generation. -1 means a random seed will be used.",
-    )
+    seed: int = seed_field()
     loras: LoraList = _lora_list("both experts (high-noise `transformer` and low-noise `transformer_2`)")
     high_noise_loras: LoraList = _lora_list("the high-noise expert (`transformer`) only")
     low_noise_loras: LoraList = _lora_list("the low-noise expert (`transformer_2`) only")
-
-    _image_url = field_validator("image")(check_media_url)
 
     @field_validator("last_image")
     @classmethod

@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wanforge.store.db import STORE_UNAVAILABLE_ERRORS
 from wanforge.vocabulary import ErrorCode
+
+# what a client is told while the job store is unreachable (a PostgreSQL restart or failover):
+# worth trying again, as the SDK's and any HTTP client's retry logic does for a 503
+STORE_RETRY_AFTER_S = 2
+STORE_UNAVAILABLE_MESSAGE = "the job store is unavailable; try again shortly"
 
 
 class ApiError(Exception):
@@ -121,6 +127,17 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:  # FastAPI could not parse the body (not a JSONDecodeError)
             return error_response(400, ErrorCode.INVALID_PARAMETER, _unreadable_body(exc), exc.headers)
         return error_response(exc.status_code, exc.status_code, str(exc.detail), exc.headers)
+
+    async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        return error_response(
+            503,
+            ErrorCode.UNAVAILABLE,
+            STORE_UNAVAILABLE_MESSAGE,
+            {"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+
+    for error in STORE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _store_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -15,9 +15,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wanforge.api.errors import envelope
+from wanforge.api.errors import STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_MESSAGE, envelope
 from wanforge.api.keycache import KeyCache
-from wanforge.store.db import Database
+from wanforge.store.db import STORE_UNAVAILABLE_ERRORS, Database
 from wanforge.store.keys import verify_key
 from wanforge.store.tables import ApiKey
 from wanforge.vocabulary import ErrorCode
@@ -77,7 +77,17 @@ class ApiGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         ticket_put = scope.get("method") == "PUT" and path.startswith(TICKET_PUT_PREFIX)
         if not ticket_put:
-            problem, key = await self._key(headers.get("authorization"))
+            try:
+                problem, key = await self._key(headers.get("authorization"))
+            except STORE_UNAVAILABLE_ERRORS:  # the key cannot be checked right now: worth a retry
+                await _answer(
+                    send,
+                    503,
+                    ErrorCode.UNAVAILABLE,
+                    STORE_UNAVAILABLE_MESSAGE,
+                    {"retry-after": str(STORE_RETRY_AFTER_S)},
+                )
+                return
             if key is None:
                 await _answer(send, 401, 401, problem)
                 return
@@ -183,11 +193,14 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(send: Send, status: int, code: int, message: str) -> None:
+async def _answer(
+    send: Send, status: int, code: int, message: str, extra_headers: dict[str, str] | None = None
+) -> None:
     body = json.dumps(envelope(None, code=code, message=message)).encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in (extra_headers or {}).items()),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

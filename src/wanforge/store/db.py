@@ -11,12 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
     from wanforge.config import Settings
 
 _ROW_ID = re.compile(r"[0-9a-f]{32}")
+
+# The store is unreachable for now, not wrong: a locked SQLite file, a lost or refused connection
+# (a PostgreSQL restart or failover), a pool with no free connection. Workers retry through these
+# (worker/retry.py); the API answers 503/5003 with a Retry-After (api/errors.py).
+STORE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def is_row_id(value: str) -> bool:

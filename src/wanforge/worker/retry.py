@@ -14,15 +14,14 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from wanforge.store.db import STORE_UNAVAILABLE_ERRORS
 
 log = logging.getLogger("wanforge.worker")
 
 T = TypeVar("T")
 
 # "database is locked", a lost or refused connection, a pool with no free connection
-TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+TRANSIENT_STORE_ERRORS = STORE_UNAVAILABLE_ERRORS
 
 
 class StoreUnavailable(Exception):

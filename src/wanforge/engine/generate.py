@@ -21,7 +21,7 @@ from wanforge.engine.loading import LoadedModel
 from wanforge.engine.loras import Expert, LoraRequest
 from wanforge.engine.profiles import ModelProfile, Sampling
 from wanforge.engine.sizing import fit_image, generation_size, output_size
-from wanforge.engine.upscale import upscale_frames
+from wanforge.engine.upscale import LearnedUpscaler, upscale_frames
 from wanforge.engine.vae import VaeTiles, VaeTiling, check_tiling, vae_tiling, wants_tiling
 from wanforge.media.images import normalize_image
 
@@ -96,6 +96,9 @@ class GenerationResult:
     attention_backend: str = "native"
     # whether the VAE encoded and decoded in tiles (WANFORGE_VAE_TILING, engine/vae.py)
     vae_tiled: bool = False
+    # what resized the frames to the output size: "learned" (WANFORGE_UPSCALER, the 1080p tier
+    # only) or "lanczos" (which is a plain crop, or nothing, when the sizes already match)
+    upscaler: str = "lanczos"
 
 
 def resolve_seed(seed: int) -> int:
@@ -295,6 +298,8 @@ class Engine:
     ``lora_cache_size``: how many (LoRA file, expert) adapters stay loaded between requests.
     ``vae_tiling``: ``"auto"`` (tiled above the 720p area), ``"on"`` or ``"off"``, with
     ``vae_tiles`` (default: diffusers' 256-pixel tiles); see :mod:`wanforge.engine.vae`.
+    ``upscaler``: a super-resolution model for the 1080p tier (see :meth:`uses_learned_upscaler`);
+    ``None``: Lanczos everywhere.
     """
 
     def __init__(
@@ -304,16 +309,24 @@ class Engine:
         *,
         vae_tiling: VaeTiling = "auto",
         vae_tiles: VaeTiles | None = None,
+        upscaler: LearnedUpscaler | None = None,
     ) -> None:
         self.loaded = loaded
         self.vae_tiling = check_tiling(vae_tiling)
         self.vae_tiles = vae_tiles
+        self.upscaler = upscaler
         self.adapters = AdapterCache(
             loaded.pipe,
             lora_cache_size,
             allow_deltas=loaded.memory_mode != "group_offload",
             adapter_dtype=loaded.dtype if loaded.fp8 == "storage" else None,
         )
+
+    def uses_learned_upscaler(self, resolution: str, plan: GenerationPlan) -> bool:
+        """The learned upscaler runs for the 1080p tier when the model denoised at a smaller size
+        (the default ``strategy_1080p="upscale"``: 720p); native 1080p only crops."""
+        smaller = plan.gen_width < plan.width or plan.gen_height < plan.height
+        return self.upscaler is not None and resolution == "1080p" and smaller
 
     def render(
         self,
@@ -384,7 +397,11 @@ class Engine:
         started = time.perf_counter()
         raw, plan, applied, tiled = self._render(req, on_step, should_cancel, on_expert)
         rendered = time.perf_counter()
-        frames = upscale_frames(to_uint8(raw), plan.width, plan.height)
+        upscaler = self.upscaler if self.uses_learned_upscaler(req.resolution, plan) else None
+        if upscaler is not None:
+            frames = upscaler.upscale(raw, plan.width, plan.height)
+        else:
+            frames = upscale_frames(to_uint8(raw), plan.width, plan.height)
         finished = time.perf_counter()
         return GenerationResult(
             frames=frames,
@@ -406,4 +423,5 @@ class Engine:
             cfg=plan.cfg,
             attention_backend=self.loaded.attention_backend,
             vae_tiled=tiled,
+            upscaler="lanczos" if upscaler is None else "learned",
         )

@@ -131,7 +131,7 @@ class _Captured:
 
     requests: ClassVar[list[object]] = []
 
-    def __init__(self, loaded: object) -> None:
+    def __init__(self, loaded: object, *args: object, **kwargs: object) -> None:
         pass
 
     def generate(self, req: object, **kwargs: object) -> object:
@@ -149,6 +149,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     from wanforge.worker import tasks
 
     monkeypatch.setattr(generate, "Engine", _Captured)
+    monkeypatch.setattr(tasks, "Engine", _Captured)  # the CLI builds it with tasks.build_engine
     monkeypatch.setattr(tasks, "load_model", lambda *a, **k: None)
     _Captured.requests = []
     return _Captured.requests

@@ -257,11 +257,11 @@ def generate(
     LoRAs are local .safetensors files, `PATH` or `PATH:SCALE` (scale 0..4, default 1)."""
     from rich.progress import Progress
 
-    from wanforge.engine.generate import Engine, GenerationRequest, resolve_seed
+    from wanforge.engine.generate import GenerationRequest, resolve_seed
     from wanforge.engine.loras import BOTH
     from wanforge.engine.video import write_mp4
     from wanforge.media.images import decode_image
-    from wanforge.worker.tasks import load_model
+    from wanforge.worker.tasks import build_engine
 
     if resolution not in ("480p", "720p", "1080p"):
         raise typer.BadParameter("must be 480p, 720p or 1080p", param_hint="--resolution")
@@ -282,7 +282,7 @@ def generate(
     last = decode_image(last_image.read_bytes(), max_pixels=settings.max_image_pixels) if last_image else None
     with Progress() as progress:
         task = progress.add_task(f"loading {settings.model}", total=None)
-        engine = Engine(load_model(settings))
+        engine = build_engine(settings)
         used_seed = resolve_seed(seed)
         progress.update(task, description=f"denoising (seed {used_seed})")
         result = engine.generate(

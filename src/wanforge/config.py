@@ -309,6 +309,29 @@ class Settings(BaseSettings):
         default="text", description="'json': one JSON object per log line, with the prediction id"
     )
 
+    # --- VAE tiling and the learned upscaler (issue 11; docs/engine.md "VAE decode and upscaling")
+    vae_tiling: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="tiled VAE encode/decode (diffusers' AutoencoderKLWan tiling): auto = only above "
+        "the 720p area (native 1080p); on; off",
+    )
+    upscaler: Path | None = Field(
+        default=None,
+        description="a super-resolution model (.pth/.safetensors, Real-ESRGAN and the like, loaded "
+        "with spandrel: the 'upscale' extra) for the 1080p tier; unset: Lanczos",
+    )
+    upscaler_tile: int = Field(
+        default=0,
+        ge=0,
+        description="the learned upscaler runs on tiles of this many input pixels a side (0: whole "
+        "frames); for large models on small GPUs",
+    )
+
+    @field_validator("upscaler", mode="before")
+    @classmethod
+    def _blank_upscaler_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def retention_s(self) -> float | None:
         """The retention window in seconds; None when everything is kept."""

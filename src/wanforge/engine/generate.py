@@ -21,7 +21,8 @@ from wanforge.engine.loading import LoadedModel
 from wanforge.engine.loras import Expert, LoraRequest
 from wanforge.engine.profiles import ModelProfile, Sampling
 from wanforge.engine.sizing import fit_image, generation_size, output_size
-from wanforge.engine.upscale import upscale_frames
+from wanforge.engine.upscale import LearnedUpscaler, upscale_frames
+from wanforge.engine.vae import VaeTiles, VaeTiling, check_tiling, vae_tiling, wants_tiling
 from wanforge.media.images import normalize_image
 
 MAX_SEED = 2_147_483_647
@@ -93,6 +94,11 @@ class GenerationResult:
     steps: int = 0
     cfg: bool = True
     attention_backend: str = "native"
+    # whether the VAE encoded and decoded in tiles (WANFORGE_VAE_TILING, engine/vae.py)
+    vae_tiled: bool = False
+    # what resized the frames to the output size: "learned" (WANFORGE_UPSCALER, the 1080p tier
+    # only) or "lanczos" (which is a plain crop, or nothing, when the sizes already match)
+    upscaler: str = "lanczos"
 
 
 def resolve_seed(seed: int) -> int:
@@ -290,16 +296,37 @@ class Engine:
     """Generates videos with one loaded model.
 
     ``lora_cache_size``: how many (LoRA file, expert) adapters stay loaded between requests.
+    ``vae_tiling``: ``"auto"`` (tiled above the 720p area), ``"on"`` or ``"off"``, with
+    ``vae_tiles`` (default: diffusers' 256-pixel tiles); see :mod:`wanforge.engine.vae`.
+    ``upscaler``: a super-resolution model for the 1080p tier (see :meth:`uses_learned_upscaler`);
+    ``None``: Lanczos everywhere.
     """
 
-    def __init__(self, loaded: LoadedModel, lora_cache_size: int = 8) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        lora_cache_size: int = 8,
+        *,
+        vae_tiling: VaeTiling = "auto",
+        vae_tiles: VaeTiles | None = None,
+        upscaler: LearnedUpscaler | None = None,
+    ) -> None:
         self.loaded = loaded
+        self.vae_tiling = check_tiling(vae_tiling)
+        self.vae_tiles = vae_tiles
+        self.upscaler = upscaler
         self.adapters = AdapterCache(
             loaded.pipe,
             lora_cache_size,
             allow_deltas=loaded.memory_mode != "group_offload",
             adapter_dtype=loaded.dtype if loaded.fp8 == "storage" else None,
         )
+
+    def uses_learned_upscaler(self, resolution: str, plan: GenerationPlan) -> bool:
+        """The learned upscaler runs for the 1080p tier when the model denoised at a smaller size
+        (the default ``strategy_1080p="upscale"``: 720p); native 1080p only crops."""
+        smaller = plan.gen_width < plan.width or plan.gen_height < plan.height
+        return self.upscaler is not None and resolution == "1080p" and smaller
 
     def render(
         self,
@@ -317,7 +344,7 @@ class Engine:
         ``on_expert(expert)`` runs after a step when the expert that ran it is not the one that ran
         the step before (``"high_noise"`` after the first step, ``"low_noise"`` once, at the switch).
         """
-        frames, plan, _applied = self._render(req, on_step, should_cancel, on_expert)
+        frames, plan, _applied, _tiled = self._render(req, on_step, should_cancel, on_expert)
         return frames, plan
 
     def _render(
@@ -326,7 +353,7 @@ class Engine:
         on_step: StepCallback | None,
         should_cancel: CancelCheck | None,
         on_expert: ExpertCallback | None = None,
-    ) -> tuple[np.ndarray, GenerationPlan, AppliedLoras]:
+    ) -> tuple[np.ndarray, GenerationPlan, AppliedLoras, bool]:
         if not 0 <= req.seed <= MAX_SEED:
             raise ValueError(
                 f"seed must be resolved to 0..{MAX_SEED} first (see resolve_seed), got {req.seed}"
@@ -344,10 +371,12 @@ class Engine:
         generator = torch.Generator(device=self.loaded.device).manual_seed(req.seed)
         pipe = self.loaded.pipe
         callback = _step_callback(on_step, should_cancel, on_expert)
+        tiled = wants_tiling(self.vae_tiling, plan.gen_width, plan.gen_height)
         try:
             with (
                 self.adapters.applied(req.loras) as applied,
                 cpu_threads(self.loaded.device, self.loaded.profile.cpu_threads),
+                vae_tiling(pipe.vae, tiled, self.vae_tiles),
             ):
                 frames = run_pipeline(pipe, fitted, req.prompt, plan, generator, callback, last)
         except Exception:
@@ -355,7 +384,7 @@ class Engine:
             with suppress(Exception):
                 pipe.maybe_free_model_hooks()
             raise
-        return frames, plan, applied
+        return frames, plan, applied, tiled
 
     def generate(
         self,
@@ -366,9 +395,13 @@ class Engine:
     ) -> GenerationResult:
         """Generate uint8 frames ``(F, height, width, 3)`` at the output size of ``req.resolution``."""
         started = time.perf_counter()
-        raw, plan, applied = self._render(req, on_step, should_cancel, on_expert)
+        raw, plan, applied, tiled = self._render(req, on_step, should_cancel, on_expert)
         rendered = time.perf_counter()
-        frames = upscale_frames(to_uint8(raw), plan.width, plan.height)
+        upscaler = self.upscaler if self.uses_learned_upscaler(req.resolution, plan) else None
+        if upscaler is not None:
+            frames = upscaler.upscale(raw, plan.width, plan.height)
+        else:
+            frames = upscale_frames(to_uint8(raw), plan.width, plan.height)
         finished = time.perf_counter()
         return GenerationResult(
             frames=frames,
@@ -389,4 +422,6 @@ class Engine:
             steps=plan.steps,
             cfg=plan.cfg,
             attention_backend=self.loaded.attention_backend,
+            vae_tiled=tiled,
+            upscaler="lanczos" if upscaler is None else "learned",
         )

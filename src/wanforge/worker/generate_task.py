@@ -129,8 +129,13 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
         "attention_backend": result.attention_backend,
         **safety,
     }
+    if result.vae_tiled:  # WANFORGE_VAE_TILING
+        outcome["vae_tiled"] = True
     if with_loras or ultra_fast:
         outcome.update(_lora_facts(result, loras))
+    if result.upscaler == "learned":  # WANFORGE_UPSCALER ran (the 1080p tier): its time beside the others
+        outcome["upscaler"] = result.upscaler
+        outcome.setdefault("timings", {})["upscale"] = _ms(result.timings.get("upscale_s", 0.0))
     return TaskOutcome(outputs=[key], result=outcome)
 
 

@@ -7,6 +7,7 @@ from functools import partial
 from wanforge.config import Settings
 from wanforge.engine.generate import Engine
 from wanforge.engine.loading import LoadedModel, load_pipeline
+from wanforge.engine.upscale import LearnedUpscaler, load_upscaler
 from wanforge.safety.checker import build_checker
 from wanforge.store.workers import attention_detail
 from wanforge.worker.context import Task
@@ -33,9 +34,22 @@ def load_model(settings: Settings) -> LoadedModel:
     )
 
 
-def build_tasks(settings: Settings) -> TaskTable:
+def build_engine(settings: Settings) -> Engine:
+    """The engine of a worker or `generate`: the model, VAE tiling, and the learned upscaler,
+    which is read first so a bad WANFORGE_UPSCALER fails at start, before minutes of loading."""
+    sr_model = load_upscaler(settings.upscaler) if settings.upscaler is not None else None
     loaded = load_model(settings)
-    engine = Engine(loaded)
+    upscaler = (
+        LearnedUpscaler(sr_model, loaded.device, tile=settings.upscaler_tile)
+        if sr_model is not None
+        else None
+    )
+    return Engine(loaded, vae_tiling=settings.vae_tiling, upscaler=upscaler)
+
+
+def build_tasks(settings: Settings) -> TaskTable:
+    engine = build_engine(settings)
+    loaded = engine.loaded
     speed_options = [
         name
         for name, value in (("WANFORGE_FP8", loaded.fp8), ("WANFORGE_STEP_CACHE", loaded.step_cache))

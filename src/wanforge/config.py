@@ -326,6 +326,12 @@ class Settings(BaseSettings):
         description="the learned upscaler runs on tiles of this many input pixels a side (0: whole "
         "frames); for large models on small GPUs",
     )
+    strategy_1080p: Literal["upscale", "native"] | None = Field(
+        default=None,
+        description="how the 1080p tier is made: 'upscale' denoises at 720p and upscales (Lanczos, "
+        "or WANFORGE_UPSCALER); 'native' denoises at 1920x1088 (2.3x the tokens of 720p; VAE tiled "
+        "under WANFORGE_VAE_TILING=auto); unset: the model profile's choice (upscale)",
+    )
 
     @field_validator("upscaler", mode="before")
     @classmethod

@@ -158,3 +158,17 @@ def test_resolve_device() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device(None).type == expected
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_native_1080p_is_a_setting(saved_checkpoint: Path) -> None:
+    """WANFORGE_STRATEGY_1080P reaches the profile: the 1080p tier denoises at 1080p itself."""
+    from wanforge.config import Settings
+    from wanforge.worker.tasks import load_model
+
+    native = load_model(Settings(model=str(saved_checkpoint), strategy_1080p="native"))
+    assert native.profile == replace(WAN22_I2V_A14B, strategy_1080p="native")
+    assert native.profile.generation_resolution("1080p") == "1080p"
+    default = load_model(Settings(model=str(saved_checkpoint)))
+    assert default.profile is WAN22_I2V_A14B and default.profile.generation_resolution("1080p") == "720p"
+    with pytest.raises(ValueError, match="strategy_1080p"):
+        Settings(strategy_1080p="sideways")  # type: ignore[arg-type]

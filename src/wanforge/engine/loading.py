@@ -6,7 +6,7 @@ import json
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +15,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
 from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend
-from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile
+from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile, Strategy1080p
 from wanforge.engine.speed import (
     DEFAULT_STEP_CACHE_THRESHOLD,
     Fp8Mode,
@@ -187,6 +187,7 @@ def load_pipeline(
     fp8: str = "off",
     step_cache: str = "off",
     step_cache_threshold: float = DEFAULT_STEP_CACHE_THRESHOLD,
+    strategy_1080p: Strategy1080p | None = None,
 ) -> LoadedModel:
     """Load ``model``: ``"demo"`` or the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory.
 
@@ -197,7 +198,8 @@ def load_pipeline(
     sampling defaults (by default the demo or the A14B profile). ``attention``: ``"auto"`` (the
     fastest backend this device can run) or a backend name (see :mod:`wanforge.engine.attention`).
     ``fp8`` (``"off"`` or ``"storage"``) and ``step_cache`` (``"off"`` or ``"first_block"``, with
-    ``step_cache_threshold``): see :mod:`wanforge.engine.speed`.
+    ``step_cache_threshold``): see :mod:`wanforge.engine.speed`. ``strategy_1080p`` overrides the
+    profile's way to the 1080p tier (``"upscale"`` from 720p, or ``"native"``).
     """
     target = resolve_device(device)
     requested_mode = _check_request(target, memory_mode)
@@ -215,6 +217,8 @@ def load_pipeline(
         chosen_profile = profile or WAN22_I2V_A14B
         name = path.name or str(path)
 
+    if strategy_1080p is not None:
+        chosen_profile = replace(chosen_profile, strategy_1080p=strategy_1080p)
     mode = requested_mode or _auto_memory_mode(pipe, target)
     pipe.register_to_config(boundary_ratio=chosen_profile.boundary_ratio)
     pipe.set_progress_bar_config(disable=True)

@@ -31,6 +31,7 @@ def load_model(settings: Settings) -> LoadedModel:
         fp8=settings.fp8,
         step_cache=settings.step_cache,
         step_cache_threshold=settings.step_cache_threshold,
+        strategy_1080p=settings.strategy_1080p,
     )
 
 

@@ -186,3 +186,13 @@ def test_a_run_with_fp8_base_and_offload_trains_and_leaves_the_pipeline_as_found
         assert not any(
             getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in model.modules()
         )
+
+
+def test_fp8_storage_keeps_each_linears_upcast_weight_for_backward() -> None:
+    # why the preflight counts one block's bf16 weights with checkpointing and all without
+    model = bf16_model()
+    lora_compute_in_base_dtype(model)
+    Fp8Base.enable(model, torch.bfloat16)
+    shapes = {(DIM, DIM), (FFN, DIM), (DIM, FFN)}  # the block linears' weights
+    upcast = [t for t in block_saved_tensors(model) if t.dtype == torch.bfloat16 and tuple(t.shape) in shapes]
+    assert len(upcast) == 10  # one per linear: self and cross q, k, v, out; ffn x 2

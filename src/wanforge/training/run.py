@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -219,6 +219,7 @@ def train_lora(
         for name, dev in devices.items():
             getattr(pipe, name).to(dev)
     metrics["total_s"] = time.monotonic() - started
+    metrics["memory"] = {**asdict(params.memory), "gradient_checkpointing": params.gradient_checkpointing}
     return TrainResult(exporter.paths["high_noise"], exporter.paths["low_noise"], metrics)
 
 

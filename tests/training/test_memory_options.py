@@ -150,7 +150,7 @@ def test_fp8_storage_of_the_base_is_within_a_bound_and_undone() -> None:
     after = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
     assert after.keys() == originals.keys()
     assert all(torch.equal(after[k], originals[k]) and after[k].dtype == originals[k].dtype for k in after)
-    assert not any(hasattr(m, "_diffusers_hook") and m._diffusers_hook.hooks for m in model.modules())
+    assert not any(hasattr(m, "_diffusers_hook") or "forward" in m.__dict__ for m in model.modules())
 
 
 def test_activation_offload_is_exact() -> None:
@@ -183,9 +183,7 @@ def test_a_run_with_fp8_base_and_offload_trains_and_leaves_the_pipeline_as_found
         after = model.state_dict()
         assert after.keys() == state.keys()
         assert all(torch.equal(after[k], state[k]) and after[k].dtype == state[k].dtype for k in state)
-        assert not any(
-            getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in model.modules()
-        )
+        assert not any(hasattr(m, "_diffusers_hook") or "forward" in m.__dict__ for m in model.modules())
 
 
 def test_fp8_storage_keeps_each_linears_upcast_weight_for_backward() -> None:

@@ -100,15 +100,17 @@ class Fp8Base:
     """fp8 storage of an expert's frozen base (diffusers' layerwise casting), and its undoing."""
 
     originals: dict[int, tuple[torch.nn.Parameter, torch.Tensor]]
+    hooked_before: set[int]  # modules that had a diffusers hook registry before (left as they are)
 
     @classmethod
     def enable(cls, transformer: Any, compute_dtype: torch.dtype) -> Fp8Base:
         """Cast the base to fp8 storage; keeps a reference to each original tensor (no copy: it is
         the tensor the parameter held, on the device it was on)."""
         before = {id(p): (p, p.data) for p in transformer.parameters() if not p.requires_grad}
+        hooked = {id(m) for m in transformer.modules() if hasattr(m, "_diffusers_hook")}
         transformer.enable_layerwise_casting(storage_dtype=FP8_STORAGE, compute_dtype=compute_dtype)
         cast = {k: v for k, v in before.items() if v[0].dtype == FP8_STORAGE}
-        return cls(originals=cast)
+        return cls(originals=cast, hooked_before=hooked)
 
     def restore(self, transformer: torch.nn.Module) -> None:
         """Remove the casting hooks and put back the original tensors (on their original device)."""
@@ -123,6 +125,10 @@ class Fp8Base:
                     # fp8 weights); the originals are put back below instead
                     hook.deinitalize_hook = _keep  # type: ignore[method-assign]
                     registry.remove_hook(name, recurse=False)
+            if id(module) not in self.hooked_before and not registry.hooks:
+                # the registry and the `forward` attribute it left on the instance were made here
+                del module._diffusers_hook
+                module.__dict__.pop("forward", None)
         for param, data in self.originals.values():
             param.data = data
         self.originals.clear()

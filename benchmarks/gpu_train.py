@@ -4,10 +4,22 @@
     python benchmarks/gpu_train.py --smoke          # on the CPU, tiny config, seconds (CI)
     python benchmarks/gpu_train.py --out results.json
 
+    python benchmarks/gpu_train.py --options checkpointing,fp8_base --frames 33   # a subset, another window
+
 One training step is what the trainer does per sample: a forward of the expert with wanforge's
 LoRA (``wanforge.training.lora.add_lora``: float32 adapter on the bf16 base), a flow-matching MSE
-loss, backward, and an AdamW step over the adapter. Memory options: gradient checkpointing on
-(the trainer's default) and off. Reported: s/step and the peak GPU memory of each.
+loss, backward, and an AdamW step over the adapter. Each memory option is applied the way the
+trainer applies it (``wanforge.training.memory``; docs/training.md, "Memory and speed"):
+
+- ``checkpointing``: the defaults (LoRA computed in bf16, float32 masters), gradient checkpointing;
+- ``no_checkpointing``: the same without gradient checkpointing;
+- ``float32_lora``: peft's own float32 LoRA path (the input cast to float32), checkpointing;
+- ``fp8_base``: the frozen base linears stored in float8_e4m3fn, checkpointing;
+- ``offload``: the tensors saved for backward kept in pinned host memory, checkpointing;
+- ``fp8_base+offload``: both.
+
+Reported per option: s/step, the peak GPU memory and the preflight's estimate for the same job
+(``estimate_gib``: the formula the trainer refuses jobs with, to compare against the peak).
 """
 
 from __future__ import annotations
@@ -26,22 +38,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from gpu_model import A14B, SMOKE, Shape, build_expert, gpu_facts, inputs, peak_memory_gib, reset_peak, timed
 
 from wanforge.training.lora import add_lora, lora_parameters
+from wanforge.training.memory import Fp8Base, MemoryOptions, lora_compute_in_base_dtype, offload_context
+from wanforge.training.preflight import CUDA_OVERHEAD_BYTES, GIB, ModelSpec, Plan, Window
 
-OPTIONS = {"checkpointing": True, "no_checkpointing": False}
+# option -> (gradient checkpointing, memory options)
+OPTIONS: dict[str, tuple[bool, MemoryOptions]] = {
+    "checkpointing": (True, MemoryOptions()),
+    "no_checkpointing": (False, MemoryOptions()),
+    "float32_lora": (True, MemoryOptions(lora_compute="float32")),
+    "fp8_base": (True, MemoryOptions(fp8_base=True)),
+    "offload": (True, MemoryOptions(offload="activations")),
+    "fp8_base+offload": (True, MemoryOptions(fp8_base=True, offload="activations")),
+}
 
 
 def measure(
     args: argparse.Namespace,
     option: str,
-    checkpointing: bool,
     device: torch.device,
     dtype: torch.dtype,
     config: dict[str, Any],
     shape: Shape,
 ) -> dict[str, Any]:
     """s/step and peak memory of one memory option, on a freshly built expert."""
+    checkpointing, memory = OPTIONS[option]
     expert = build_expert(config, device, dtype)
+    spec = ModelSpec.from_transformer(expert)
+    plan = Plan(Window(shape.frames, shape.height, shape.width), args.rank, 1, checkpointing, memory)
+    overhead = CUDA_OVERHEAD_BYTES if device.type == "cuda" else 0
     add_lora(expert, rank=args.rank, alpha=float(args.rank), generator=torch.Generator().manual_seed(0))
+    if memory.lora_compute == "base":
+        lora_compute_in_base_dtype(expert)
+    if memory.fp8_base:
+        Fp8Base.enable(expert, dtype).originals.clear()  # nothing to restore: the expert is dropped
     expert.train()
     if checkpointing:
         expert.enable_gradient_checkpointing()
@@ -50,8 +79,9 @@ def measure(
     target = torch.randn(1, config["out_channels"], *shape.latent, device=device, dtype=torch.float32)
 
     def step() -> None:
-        out = expert(**feed, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(out.float(), target)
+        with offload_context(memory, device):
+            out = expert(**feed, return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(out.float(), target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -60,7 +90,7 @@ def measure(
     seconds: float | None = None
     error = None
     try:
-        seconds = timed(step, device, 1 if args.smoke else args.repeats)
+        seconds = timed(step, device, args.repeats)
     except torch.OutOfMemoryError as exc:
         error = f"out of memory: {str(exc).splitlines()[0]}"
     row = {
@@ -69,6 +99,7 @@ def measure(
         "option": option,
         "s_per_step": round(seconds, 4) if seconds is not None else None,
         "peak_memory_gib": peak_memory_gib(device),
+        "estimate_gib": round(plan.estimate(spec, overhead).total / GIB, 3),
         "error": error,
     }
     print(json.dumps(row), flush=True)
@@ -79,13 +110,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cpu" if args.smoke else "cuda")
     dtype = torch.float32 if args.smoke else torch.bfloat16
     config = SMOKE if args.smoke else A14B
-    shape = Shape("smoke", 5, 32, 48) if args.smoke else Shape("480p", 81, 480, 832)
+    default = (5, 32, 48) if args.smoke else (81, 480, 832)
+    frames, height, width = (
+        given or d for given, d in zip((args.frames, args.height, args.width), default, strict=True)
+    )
+    shape = Shape("train", frames, height, width)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    rows = [
-        measure(args, option, checkpointing, device, dtype, config, shape)
-        for option, checkpointing in OPTIONS.items()
-    ]
+    rows = [measure(args, option, device, dtype, config, shape) for option in args.options]
     return {"facts": gpu_facts(device), "smoke": args.smoke, "rows": rows}
 
 
@@ -95,9 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny config, one step (CI)")
     parser.add_argument("--rank", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per option")
+    parser.add_argument(
+        "--repeats", type=int, help="timed steps per option (default: 1 with --smoke, else 3)"
+    )
+    parser.add_argument(
+        "--options",
+        type=lambda text: text.split(","),
+        default=list(OPTIONS),
+        help=f"comma-separated, of {', '.join(OPTIONS)} (default: all)",
+    )
+    parser.add_argument("--frames", type=int, help="window frames (default: 81; --smoke: 5)")
+    parser.add_argument("--height", type=int, help="window height (default: 480; --smoke: 32)")
+    parser.add_argument("--width", type=int, help="window width (default: 832; --smoke: 48)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    if unknown := [o for o in args.options if o not in OPTIONS]:
+        parser.error(f"unknown options {unknown}; expected some of {list(OPTIONS)}")
+    if args.repeats is None:
+        args.repeats = 1 if args.smoke else 3
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU, or pass --smoke")
     if args.smoke:

@@ -49,8 +49,12 @@ def test_both_gpu_benchmarks_run_in_smoke_mode(tmp_path: Path) -> None:
     assert [(r["option"], r["rank"], r["error"]) for r in train["rows"]] == [
         ("checkpointing", 32, None),
         ("no_checkpointing", 32, None),
+        ("float32_lora", 32, None),
+        ("fp8_base", 32, None),
+        ("offload", 32, None),
+        ("fp8_base+offload", 32, None),
     ]
-    assert all(r["s_per_step"] > 0 for r in train["rows"])
+    assert all(r["s_per_step"] > 0 and r["estimate_gib"] >= 0 for r in train["rows"])
 
 
 def test_the_flop_count_of_a14b_at_720p() -> None:

@@ -326,7 +326,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from wanforge.training.errors import TrainingDataError, TrainingMemoryError
-    from wanforge.training.job import lora_stem, train_from_zip
+    from wanforge.training.job import TrainOptions, lora_stem, train_from_zip
     from wanforge.training.preflight import memory_limit_bytes
     from wanforge.training.run import TrainParams
     from wanforge.training.trainer import TrainProgress
@@ -360,6 +360,7 @@ def train(
                 on_progress=on_progress,
                 log=lambda line: progress.console.print(f"  {line}"),
                 memory_limit_bytes=memory_limit_bytes(settings.train_memory_limit_gb),
+                options=TrainOptions.from_settings(settings),
             )
         except (TrainingDataError, TrainingMemoryError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)

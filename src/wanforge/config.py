@@ -342,3 +342,51 @@ class Settings(BaseSettings):
     def retention_s(self) -> float | None:
         """The retention window in seconds; None when everything is kept."""
         return self.retention_days * 86400.0 if self.retention_days > 0 else None
+
+    # --- training memory and speed (issue 11; docs/configuration.md, docs/training.md "Memory and speed")
+    train_lora_compute: Literal["base", "float32"] = Field(
+        default="base",
+        description="'base': the LoRA branch computes in the base's dtype (bf16 on a GPU) with float32 "
+        "master weights and optimizer state, keeping no float32 copy of each LoRA'd linear's input; "
+        "'float32': peft's own path (input cast to float32)",
+    )
+    train_fp8_base: bool = Field(
+        default=False,
+        description="store the frozen base linears of the expert being trained in float8_e4m3fn "
+        "(diffusers' layerwise casting), computing in bf16: about half the weights' memory, a "
+        "bounded loss difference; needs WANFORGE_TRAIN_LORA_COMPUTE=base",
+    )
+    train_offload: Literal["none", "activations"] = Field(
+        default="none",
+        description="'activations': keep the tensors saved for backward in pinned host memory "
+        "(exact, costs PCIe transfers)",
+    )
+    train_gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="'auto': off when the memory preflight's estimate without it fits (faster), on "
+        "otherwise and when no device memory is measured (the CPU without a limit)",
+    )
+    train_frames: int | None = Field(
+        default=None,
+        ge=5,
+        description="frames per training window (4k+1), instead of the model's training profile's",
+    )
+    train_area: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+x[0-9]+$",
+        description="training bucket area HEIGHTxWIDTH (multiples of 16), instead of the profile's",
+    )
+
+    @field_validator("train_frames")
+    @classmethod
+    def _frames_4k_plus_1(cls, value: int | None) -> int | None:
+        if value is not None and (value - 1) % 4:
+            raise ValueError(f"WANFORGE_TRAIN_FRAMES must be 4k+1 (5, 9, ..., 81), got {value}")
+        return value
+
+    @field_validator("train_area")
+    @classmethod
+    def _area_multiples_of_16(cls, value: str | None) -> str | None:
+        if value is not None and any(int(side) < 16 or int(side) % 16 for side in value.split("x")):
+            raise ValueError(f"WANFORGE_TRAIN_AREA sides must be multiples of 16, got {value}")
+        return value

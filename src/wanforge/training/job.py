@@ -8,22 +8,26 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from wanforge.config import Settings
 from wanforge.engine.loading import LoadedModel, exclusive_placement
 from wanforge.training.dataset import DatasetReport, prepare_dataset
 from wanforge.training.latents import ClipLike
+from wanforge.training.memory import Checkpointing, MemoryOptions
 from wanforge.training.preflight import (
     CUDA_OVERHEAD_BYTES,
     ModelSpec,
+    Plan,
     available_bytes,
     check_memory,
+    choose_gradient_checkpointing,
     largest_window,
 )
-from wanforge.training.profiles import training_profile
+from wanforge.training.profiles import TrainingProfile, training_profile
 from wanforge.training.run import TrainParams, TrainResult, train_lora
 from wanforge.training.trainer import CancelCheck, ProgressCallback
 
@@ -31,6 +35,41 @@ from wanforge.training.trainer import CancelCheck, ProgressCallback
 def lora_stem(trigger_word: str) -> str:
     """A file-name-safe stem from the trigger word (`p3r5on` -> `p3r5on`, `a/b c` -> `a-b-c`)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", trigger_word).strip("-")[:40] or "lora"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The server's training settings (docs/configuration.md, "Training memory and speed"):
+    the memory options, gradient checkpointing (``auto``: decided by the preflight at job start)
+    and the training window, when it is not the model's training profile's."""
+
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
+    gradient_checkpointing: Checkpointing = "auto"
+    frames: int | None = None
+    area: tuple[int, int] | None = None
+    memory_limit_bytes: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrainOptions:
+        limit = settings.train_memory_limit_gb
+        area = settings.train_area
+        return cls(
+            memory=MemoryOptions(
+                lora_compute=settings.train_lora_compute,
+                fp8_base=settings.train_fp8_base,
+                offload=settings.train_offload,
+            ),
+            gradient_checkpointing=settings.train_gradient_checkpointing,
+            frames=settings.train_frames,
+            area=None if area is None else (int(area.split("x")[0]), int(area.split("x")[1])),
+            memory_limit_bytes=None if limit is None else int(limit * 1024**3),
+        )
+
+    def window_plan(self, profile: TrainingProfile) -> TrainingProfile:
+        """The profile with this server's window, where one is set."""
+        return dataclasses.replace(
+            profile, frames=self.frames or profile.frames, area=self.area or profile.area
+        )
 
 
 @dataclass(frozen=True)
@@ -51,6 +90,7 @@ def train_from_zip(
     log: Callable[[str], None] | None = None,
     on_dataset: Callable[[DatasetReport], None] | None = None,
     memory_limit_bytes: int | None = None,
+    options: TrainOptions | None = None,
 ) -> TrainedJob:
     """Analyse the ZIP into `work_dir/dataset`, train into `work_dir/train` (resumable there).
 
@@ -59,14 +99,20 @@ def train_from_zip(
     flow shift from its sampling profile, so a LoRA is trained on the timesteps it serves.
 
     Before anything goes to the device, the memory preflight (`preflight.py`) estimates the peak
-    and compares it with the device's free memory (CUDA) capped by `memory_limit_bytes`.
+    and compares it with the device's free memory (CUDA) capped by `memory_limit_bytes` (or the
+    options' limit). `options` (default: `TrainOptions()`) give the memory options, the window
+    (instead of the profile's) and gradient checkpointing: ``on``/``off`` replace
+    `params.gradient_checkpointing`, ``auto`` turns it off when the estimate without it fits.
 
     Raises `TrainingDataError` (code 1401) for a refused or unusable ZIP, `TrainingMemoryError`
     (1403) when the estimate does not fit, `TrainingCancelled` when `should_cancel()` says so,
     `ModelLoadError` when the memory mode cannot train.
     """
     profile = loaded.profile
-    plan = training_profile(profile.name)
+    options = options or TrainOptions()
+    if memory_limit_bytes is None:
+        memory_limit_bytes = options.memory_limit_bytes
+    plan = options.window_plan(training_profile(profile.name))
     dataset = prepare_dataset(
         zip_path,
         work_dir / "dataset",
@@ -84,9 +130,14 @@ def train_from_zip(
         boundary=profile.boundary_ratio,
         shift=profile.flow_shift,
         base_model=params.base_model or loaded.name,
+        memory=options.memory,
     )
+    if options.gradient_checkpointing != "auto":
+        params = dataclasses.replace(params, gradient_checkpointing=options.gradient_checkpointing == "on")
     with exclusive_placement(loaded):
-        _preflight(loaded, dataset.samples, params, memory_limit_bytes)
+        params = _preflight(
+            loaded, dataset.samples, params, memory_limit_bytes, auto=options.gradient_checkpointing == "auto"
+        )
         result = train_lora(
             loaded.pipe,
             dataset.samples,
@@ -102,9 +153,15 @@ def train_from_zip(
 
 
 def _preflight(
-    loaded: LoadedModel, samples: Sequence[ClipLike], params: TrainParams, limit_bytes: int | None
-) -> None:
-    """Refuse the job (`TrainingMemoryError`) when its estimated peak exceeds what is available."""
+    loaded: LoadedModel,
+    samples: Sequence[ClipLike],
+    params: TrainParams,
+    limit_bytes: int | None,
+    *,
+    auto: bool = False,
+) -> TrainParams:
+    """Refuse the job (`TrainingMemoryError`) when its estimated peak exceeds what is available;
+    with `auto`, first choose gradient checkpointing from the estimate. Returns the params to run."""
     device = loaded.device
     modules = [m for m in loaded.pipe.components.values() if isinstance(m, torch.nn.Module)]
     # in the `gpu` memory mode the pipeline is resident now; the trainer parks it on the CPU
@@ -115,14 +172,22 @@ def _preflight(
         if t.device.type == device.type == "cuda"
     )
     available = available_bytes(device, resident, limit_bytes)
-    if available is None:
-        return
-    check_memory(
-        ModelSpec.from_transformer(loaded.pipe.transformer),
-        largest_window(s.frames.shape for s in samples),
-        rank=params.lora_rank,
-        batch_size=params.batch_size,
-        gradient_checkpointing=params.gradient_checkpointing,
-        available=available,
-        overhead=CUDA_OVERHEAD_BYTES if device.type == "cuda" else 0,
-    )
+    spec = ModelSpec.from_transformer(loaded.pipe.transformer)
+    window = largest_window(s.frames.shape for s in samples)
+    overhead = CUDA_OVERHEAD_BYTES if device.type == "cuda" else 0
+    if auto:
+        plan = Plan(window, params.lora_rank, params.batch_size, params.gradient_checkpointing, params.memory)
+        checkpointing = choose_gradient_checkpointing(spec, plan, available, overhead)
+        params = dataclasses.replace(params, gradient_checkpointing=checkpointing)
+    if available is not None:
+        check_memory(
+            spec,
+            window,
+            rank=params.lora_rank,
+            batch_size=params.batch_size,
+            gradient_checkpointing=params.gradient_checkpointing,
+            available=available,
+            memory=params.memory,
+            overhead=overhead,
+        )
+    return params

@@ -15,6 +15,7 @@ context and allocator slack.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ import torch
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
 from wanforge.training.errors import TrainingMemoryError
+from wanforge.training.memory import MemoryOptions
+
+DEFAULT_MEMORY = MemoryOptions()
 
 GIB = 1024**3
 LATENT_STRIDE = (4, 8, 8)  # the Wan VAE: frames, height, width
@@ -33,15 +37,31 @@ LORA_BYTES_PER_PARAM = 16
 # before and after the GELU). A rounded count of the block's saved tensors, not a measurement.
 BLOCK_DIM_TENSORS = 12
 BLOCK_FFN_TENSORS = 2
-# peft casts each LoRA'd linear's input to the float32 LoRA dtype and keeps that copy for backward
-# when the model computes in a narrower dtype: q, k, v, out of self-attention (7 = 3 + 1 here and
-# 1 + 1 for the cross-attention query and out, + 1 for the FFN's first linear) in `dim`, and the
-# FFN's second linear in `ffn_dim`. The cross-attention key/value inputs are the 512 text tokens.
+# peft's float32 path (`lora_compute="float32"`) casts each LoRA'd linear's input to float32 and
+# keeps that copy for backward when the model computes in a narrower dtype: q, k, v, out of
+# self-attention (7 = 3 + 1 here and 1 + 1 for the cross-attention query and out, + 1 for the FFN's
+# first linear) in `dim`, and the FFN's second linear in `ffn_dim`. The cross-attention key/value
+# inputs are the 512 text tokens.
 LORA_INPUT_DIM_TENSORS = 7
 LORA_INPUT_FFN_TENSORS = 1
+# The base-dtype path (`lora_compute="base"`) keeps the inputs themselves, one per distinct input
+# (q, k and v share theirs): self-attention in and out, cross-attention query and out, FFN in, in
+# `dim`; the FFN's second linear in `ffn_dim`. Counted in full, though some are kept anyway.
+LORA_BASE_INPUT_DIM_TENSORS = 5
+LORA_BASE_INPUT_FFN_TENSORS = 1
+FP8_BYTES = 1
 CUDA_OVERHEAD_BYTES = 2 * GIB  # CUDA context, cuBLAS workspace, allocator fragmentation
 SMALLER_FRAMES = (49, 33, 17)
 LIMIT_SETTING = "WANFORGE_TRAIN_MEMORY_LIMIT_GB"
+
+
+def block_linear_params(num_layers: int, dim: int, ffn_dim: int, image_kv_dim: int | None = None) -> int:
+    """Weights and biases of the blocks' linears (what fp8 storage casts): self and cross attention
+    q, k, v, out (+ the image key/value projections), and the FFN's two linears."""
+    per_layer = 8 * (dim * dim + dim) + (dim * ffn_dim + ffn_dim) + (ffn_dim * dim + dim)
+    if image_kv_dim is not None:
+        per_layer += 2 * (image_kv_dim * dim + dim)
+    return num_layers * per_layer
 
 
 @dataclass(frozen=True)
@@ -54,11 +74,13 @@ class ModelSpec:
     image_kv_dim: int | None  # the image key/value projections' input (Wan 2.1 I2V); None in 2.2
     weight_bytes: int  # one expert's parameters and buffers at their dtype
     compute_bytes: int  # bytes per element of the dtype the blocks compute in
+    block_linear_params: int = 0  # `block_linear_params()`: what fp8 storage casts
 
     @classmethod
     def from_transformer(cls, model: WanTransformer3DModel) -> ModelSpec:
         config = model.config
         tensors = [*model.parameters(), *model.buffers()]
+        linears = [m for m in model.blocks.modules() if isinstance(m, torch.nn.Linear)]
         return cls(
             num_layers=int(config["num_layers"]),
             dim=int(config["num_attention_heads"]) * int(config["attention_head_dim"]),
@@ -66,6 +88,7 @@ class ModelSpec:
             image_kv_dim=config["added_kv_proj_dim"],
             weight_bytes=sum(t.numel() * t.element_size() for t in tensors),
             compute_bytes=model.patch_embedding.weight.element_size(),
+            block_linear_params=sum(p.numel() for m in linears for p in m.parameters()),
         )
 
 
@@ -116,25 +139,42 @@ def estimate(
     rank: int,
     batch_size: int = 1,
     gradient_checkpointing: bool = True,
+    memory: MemoryOptions = DEFAULT_MEMORY,
     overhead: int = 0,
 ) -> MemoryEstimate:
     """Peak device bytes while one expert trains on `batch_size` windows of `window` (an estimate).
 
     Per token, a block keeps ``c * (12 dim + 2 ffn)`` bytes for backward (``c`` the compute
-    dtype's size), plus ``4 * (7 dim + ffn)`` for peft's float32 input copies when ``c < 4``.
-    With gradient checkpointing the model keeps each block's input (``c * dim`` per token per
-    layer) and recomputes one block at a time; without, it keeps every block's tensors.
+    dtype's size), plus its LoRA'd linears' inputs when ``c < 4``: ``c * (5 dim + ffn)`` on the
+    base-dtype LoRA path, ``4 * (7 dim + ffn)`` on peft's float32 path. With gradient checkpointing
+    the model keeps each block's input (``c * dim`` per token per layer) and recomputes one block
+    at a time; without, it keeps every block's tensors.
+
+    fp8 base: the blocks' linears are stored in 1 byte instead of ``c``; each is upcast to ``c``
+    for its forward, and autograd keeps that copy for backward: one block's worth with gradient
+    checkpointing (or offload), every block's without. Activation offload: what the forward saves
+    lives in host memory, and the device holds one block's tensors at a time.
     """
+    c = spec.compute_bytes
     tokens = window.tokens * batch_size
-    block = spec.compute_bytes * (BLOCK_DIM_TENSORS * spec.dim + BLOCK_FFN_TENSORS * spec.ffn_dim)
-    if spec.compute_bytes < 4:
+    block = c * (BLOCK_DIM_TENSORS * spec.dim + BLOCK_FFN_TENSORS * spec.ffn_dim)
+    if c < 4 and memory.lora_compute == "float32":
         block += 4 * (LORA_INPUT_DIM_TENSORS * spec.dim + LORA_INPUT_FFN_TENSORS * spec.ffn_dim)
-    if gradient_checkpointing:
-        activations = tokens * (spec.num_layers * spec.compute_bytes * spec.dim + block)
+    elif c < 4:
+        block += c * (LORA_BASE_INPUT_DIM_TENSORS * spec.dim + LORA_BASE_INPUT_FFN_TENSORS * spec.ffn_dim)
+    weights = spec.weight_bytes
+    block_copy = 0  # the upcast weights of one block, kept for its backward
+    if memory.fp8_base:
+        weights -= spec.block_linear_params * (c - FP8_BYTES)
+        block_copy = spec.block_linear_params // spec.num_layers * c
+    if memory.offload == "activations":
+        activations = tokens * block + block_copy
+    elif gradient_checkpointing:
+        activations = tokens * (spec.num_layers * c * spec.dim + block) + block_copy
     else:
-        activations = tokens * spec.num_layers * block
+        activations = spec.num_layers * (tokens * block + block_copy)
     return MemoryEstimate(
-        weights=spec.weight_bytes,
+        weights=weights,
         lora=lora_param_count(spec, rank) * LORA_BYTES_PER_PARAM,
         activations=activations,
         overhead=overhead,
@@ -175,35 +215,133 @@ def available_bytes(
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
+    """What a job's memory depends on besides the model: window, rank, batch and the options."""
+
     window: Window
     rank: int
-    gradient_checkpointing: bool
-    batch_size: int
+    batch_size: int = 1
+    gradient_checkpointing: bool = True
+    memory: MemoryOptions = DEFAULT_MEMORY
+
+    def estimate(self, spec: ModelSpec, overhead: int = 0) -> MemoryEstimate:
+        return estimate(
+            spec,
+            self.window,
+            rank=self.rank,
+            batch_size=self.batch_size,
+            gradient_checkpointing=self.gradient_checkpointing,
+            memory=self.memory,
+            overhead=overhead,
+        )
 
 
-def _alternatives(plan: _Plan) -> list[tuple[str, _Plan]]:
-    """Cheaper variants of `plan` in the order they are offered: gradient checkpointing if it is
-    off, then (on top of it) one smaller rank, window length or area each."""
-    out: list[tuple[str, _Plan]] = []
+# The memory levers a 1403 message offers, cheapest in step time first: the settings that turn
+# each on, and the plan with it on (levers already on are left out)
+def _levers(plan: Plan) -> list[tuple[tuple[str, ...], Plan]]:
+    m = plan.memory
+    lora, fp8, offload = (
+        "WANFORGE_TRAIN_LORA_COMPUTE=base",
+        "WANFORGE_TRAIN_FP8_BASE=1",
+        "WANFORGE_TRAIN_OFFLOAD=activations",
+    )
+    out: list[tuple[tuple[str, ...], Plan]] = []
+    if not plan.gradient_checkpointing:
+        out.append(
+            (
+                ("WANFORGE_TRAIN_GRADIENT_CHECKPOINTING=on",),
+                dataclasses.replace(plan, gradient_checkpointing=True),
+            )
+        )
+    if m.lora_compute != "base":
+        out.append(((lora,), dataclasses.replace(plan, memory=dataclasses.replace(m, lora_compute="base"))))
+    if not m.fp8_base:  # fp8 storage needs the base-dtype LoRA path
+        names = (fp8,) if m.lora_compute == "base" else (lora, fp8)
+        fp8_memory = dataclasses.replace(m, lora_compute="base", fp8_base=True)
+        out.append((names, dataclasses.replace(plan, memory=fp8_memory)))
+    if m.offload != "activations":  # with checkpointing: only block inputs go to host memory
+        on = "WANFORGE_TRAIN_GRADIENT_CHECKPOINTING=on"
+        names = (offload,) if plan.gradient_checkpointing else (on, offload)
+        offload_memory = dataclasses.replace(m, offload="activations")
+        out.append((names, dataclasses.replace(plan, gradient_checkpointing=True, memory=offload_memory)))
+    return out
+
+
+def _combine(base: Plan, changed: Sequence[Plan]) -> Plan:
+    """`base` with every lever of `changed` applied."""
+    plan, memory = base, dataclasses.asdict(base.memory)
+    for p in changed:
+        if p.gradient_checkpointing != base.gradient_checkpointing:
+            plan = dataclasses.replace(plan, gradient_checkpointing=p.gradient_checkpointing)
+        memory.update({k: v for k, v in dataclasses.asdict(p.memory).items() if v != getattr(base.memory, k)})
+    return dataclasses.replace(plan, memory=MemoryOptions(**memory))
+
+
+def option_sets(plan: Plan) -> list[tuple[tuple[str, ...], Plan]]:
+    """Every combination of the levers not yet on, fewest settings first: (settings, plan)."""
+    levers = _levers(plan)
+    out: list[tuple[tuple[str, ...], Plan]] = []
+    seen: set[frozenset[str]] = set()
+    for size in range(1, len(levers) + 1):
+        for combo in itertools.combinations(levers, size):
+            names = tuple(dict.fromkeys(n for names, _ in combo for n in names))
+            if frozenset(names) not in seen:
+                seen.add(frozenset(names))
+                out.append((names, _combine(plan, [p for _, p in combo])))
+    return sorted(out, key=lambda item: len(item[0]))
+
+
+def _smaller_jobs(plan: Plan) -> list[tuple[str, Plan]]:
+    """Cheaper variants of `plan` in the order they are offered (on top of gradient checkpointing
+    if it is off): one smaller rank, window length or area each."""
+    out: list[tuple[str, Plan]] = []
     prefix = ""
     if not plan.gradient_checkpointing:
         plan = dataclasses.replace(plan, gradient_checkpointing=True)
-        out.append(("gradient checkpointing", plan))
-        prefix = "gradient checkpointing and "
+        prefix = "WANFORGE_TRAIN_GRADIENT_CHECKPOINTING=on and "
     rank = plan.rank // 2
     while rank >= 4:
-        out.append((f"{prefix}lora_rank {rank}", dataclasses.replace(plan, rank=rank)))
+        out.append((f"{prefix}lora_rank={rank}", dataclasses.replace(plan, rank=rank)))
         rank //= 2
     w = plan.window
     for frames in (f for f in SMALLER_FRAMES if f < w.frames):
         shorter = Window(frames, w.height, w.width)
-        out.append((f"{prefix}{frames}-frame windows", dataclasses.replace(plan, window=shorter)))
+        out.append((f"{prefix}WANFORGE_TRAIN_FRAMES={frames}", dataclasses.replace(plan, window=shorter)))
     height, width = w.height // 2 // 16 * 16, w.width // 2 // 16 * 16
     if height >= 16 and width >= 16:
         area = Window(w.frames, height, width)
-        out.append((f"{prefix}a {height}x{width} training area", dataclasses.replace(plan, window=area)))
+        out.append((f"{prefix}WANFORGE_TRAIN_AREA={height}x{width}", dataclasses.replace(plan, window=area)))
     return out
+
+
+def fitting_options(spec: ModelSpec, plan: Plan, available: int, overhead: int = 0) -> list[str]:
+    """What would make `plan` fit in `available` bytes: each smallest set of memory options that
+    fits (a set is left out when a part of it fits already), then one smaller rank, window or area
+    each; every entry with its estimate."""
+    fitting: list[str] = []
+    fitted: list[set[str]] = []
+    for names, p in option_sets(plan):
+        if any(f <= set(names) for f in fitted):
+            continue
+        if (t := p.estimate(spec, overhead).total) <= available:
+            fitted.append(set(names))
+            fitting.append(f"set {' and '.join(names)} (about {gib(t)})")
+    for name, p in _smaller_jobs(plan):
+        if (t := p.estimate(spec, overhead).total) <= available:
+            fitting.append(f"set {name} (about {gib(t)})")
+    return fitting
+
+
+def choose_gradient_checkpointing(
+    spec: ModelSpec, plan: Plan, available: int | None, overhead: int = 0
+) -> bool:
+    """`WANFORGE_TRAIN_GRADIENT_CHECKPOINTING=auto`: off (faster: no second forward of each block)
+    when the estimate without it fits `available`, on otherwise or when nothing is measured. With
+    activation offload it stays on: without it, every block's tensors would go to host memory."""
+    if available is None or plan.memory.offload != "none":
+        return True
+    without = dataclasses.replace(plan, gradient_checkpointing=False).estimate(spec, overhead)
+    return without.total > available
 
 
 def check_memory(
@@ -214,35 +352,32 @@ def check_memory(
     batch_size: int,
     gradient_checkpointing: bool,
     available: int | None,
+    memory: MemoryOptions = DEFAULT_MEMORY,
     overhead: int = 0,
 ) -> MemoryEstimate:
     """The estimate; raises `TrainingMemoryError` (1403) when it exceeds `available` (None: no check)."""
-    plan = _Plan(window, rank, gradient_checkpointing, batch_size)
-
-    def total(p: _Plan) -> MemoryEstimate:
-        return estimate(
-            spec,
-            p.window,
-            rank=p.rank,
-            batch_size=p.batch_size,
-            gradient_checkpointing=p.gradient_checkpointing,
-            overhead=overhead,
-        )
-
-    needed = total(plan)
+    plan = Plan(window, rank, batch_size, gradient_checkpointing, memory)
+    needed = plan.estimate(spec, overhead)
     if available is None or needed.total <= available:
         return needed
-    fitting = [
-        f"{name} (about {gib(t)})" for name, p in _alternatives(plan) if (t := total(p).total) <= available
-    ]
+    fitting = fitting_options(spec, plan, available, overhead)
     options = (
         "options that would fit: " + "; ".join(fitting)
         if fitting
-        else "none of gradient checkpointing, a smaller lora_rank, window or area would fit"
+        else "no memory option, smaller lora_rank, window or area would fit"
     )
     raise TrainingMemoryError(
         f"not enough device memory to train: the job needs about {gib(needed.total)} (an estimate: "
         f"weights {gib(needed.weights)}, LoRA and optimizer {gib(needed.lora)}, activations "
         f"{gib(needed.activations)}, overhead {gib(needed.overhead)}) for {window} windows at "
-        f"lora_rank {rank}, and about {gib(available)} is available; {options}"
+        f"lora_rank {rank} with {describe(plan)}, and about {gib(available)} is available; {options}"
+    )
+
+
+def describe(plan: Plan) -> str:
+    """The options a plan runs with, as the settings spell them."""
+    m = plan.memory
+    return (
+        f"gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}, LoRA compute "
+        f"{m.lora_compute}, fp8 base {'on' if m.fp8_base else 'off'}, offload {m.offload}"
     )

@@ -33,7 +33,10 @@ class TrainingProfile:
 
 TRAINING_PROFILES: MappingProxyType[str, TrainingProfile] = MappingProxyType(
     {
-        WAN22_I2V_A14B.name: TrainingProfile(),
+        # 33-frame windows (2 s at 16 fps) at the served 480p area: a motion fits in them, as in
+        # peers' Wan LoRA setups (musubi-tuner's 17/33/65 frame lists, diffusion-pipe's 33-frame
+        # buckets, ai-toolkit's 41 frames), at 30% of the forward FLOPs of 81 frames (docs/training.md)
+        WAN22_I2V_A14B.name: TrainingProfile(area=(480, 832), frames=33),
         DEMO.name: TrainingProfile(area=(32, 48), frames=17, checkpoint_every=10),
     }
 )

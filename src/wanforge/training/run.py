@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -27,6 +27,7 @@ from wanforge.training.checkpoint import checkpoint_path
 from wanforge.training.export import LoraInfo, export_lora, lora_file_name
 from wanforge.training.latents import ClipLike, LatentCache, load_or_build_cache
 from wanforge.training.lora import lora_modules, lora_state_dict, move_to, remove_lora
+from wanforge.training.memory import MemoryOptions
 from wanforge.training.timesteps import EXPERTS, Expert, expert_sigma_range
 from wanforge.training.trainer import (
     CancelCheck,
@@ -58,6 +59,9 @@ class TrainParams:
     eval_samples: int = 4  # fixed samples whose loss is reported before and after training
     export_dtype: ExportDtype = "bfloat16"
     base_model: str | None = None  # written into the files; default: the pipeline's path
+    memory: MemoryOptions = field(
+        default_factory=MemoryOptions
+    )  # how each expert is held while it trains (memory.py)
 
     def validate(self) -> None:
         checks = [
@@ -215,6 +219,7 @@ def train_lora(
         for name, dev in devices.items():
             getattr(pipe, name).to(dev)
     metrics["total_s"] = time.monotonic() - started
+    metrics["memory"] = {**asdict(params.memory), "gradient_checkpointing": params.gradient_checkpointing}
     return TrainResult(exporter.paths["high_noise"], exporter.paths["low_noise"], metrics)
 
 

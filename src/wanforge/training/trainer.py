@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,13 @@ from wanforge.training.lora import (
     lora_parameters,
     lora_state_dict,
     move_to,
+)
+from wanforge.training.memory import (
+    Fp8Base,
+    MemoryOptions,
+    lora_compute_in_base_dtype,
+    lora_compute_in_float32,
+    offload_context,
 )
 from wanforge.training.timesteps import EXPERTS, Expert, sample_timesteps, timesteps_to_sigmas
 
@@ -82,11 +89,13 @@ class ExpertConfig:
     checkpoint_every: int
     gradient_checkpointing: bool
     eval_samples: int
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
 
     def run_key(self) -> dict[str, Any]:
         """What a checkpoint must have been made with to be resumed by this config."""
         key = asdict(self)
-        for name in ("steps", "checkpoint_every", "eval_samples", "gradient_checkpointing"):
+        # how the expert is held (checkpointing, memory options) changes memory, not what is trained
+        for name in ("steps", "checkpoint_every", "eval_samples", "gradient_checkpointing", "memory"):
             key.pop(name)
         return key
 
@@ -213,6 +222,7 @@ class ExpertTrainer:
         self.checkpoint_file = checkpoint_file
         self.generator = torch.Generator().manual_seed(config.generator_seed)
         self.optimizer: torch.optim.AdamW | None = None
+        self._fp8: Fp8Base | None = None
         self.losses: list[float] = []
         self.metrics: dict[str, float] = {}
         self._resume = resume
@@ -231,6 +241,12 @@ class ExpertTrainer:
         """Inject the LoRA, move the expert to the device, restore the checkpoint if there is one."""
         init = torch.Generator().manual_seed(self.config.generator_seed + INIT_SEED_OFFSET)
         add_lora(self.transformer, self.config.rank, self.config.alpha, init)
+        memory = self.config.memory
+        if memory.lora_compute == "base":
+            lora_compute_in_base_dtype(self.transformer)
+        if memory.fp8_base:  # cast on the CPU, where the original weights stay for `deactivate`
+            compute_dtype = self.transformer.patch_embedding.weight.dtype
+            self._fp8 = Fp8Base.enable(self.transformer, compute_dtype)
         move_to(self.transformer, self.device)
         if self.config.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
@@ -253,7 +269,8 @@ class ExpertTrainer:
             raise RuntimeError("activate() the trainer first")
         batch = draw_batch(self.cache, self.config, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = flow_matching_loss(self.transformer, batch)
+        with offload_context(self.config.memory, self.device):
+            loss = flow_matching_loss(self.transformer, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], MAX_GRAD_NORM)
         self.optimizer.step()
@@ -288,10 +305,14 @@ class ExpertTrainer:
             save_checkpoint(self.checkpoint_file, self.checkpoint())
 
     def deactivate(self) -> None:
-        """Move the expert back to the CPU and drop the optimizer state."""
+        """Move the expert back to the CPU, drop the optimizer state, undo the memory options."""
         self.optimizer = None
         self.transformer.disable_gradient_checkpointing()
         move_to(self.transformer, "cpu")
+        if self._fp8 is not None:
+            self._fp8.restore(self.transformer)
+            self._fp8 = None
+        lora_compute_in_float32(self.transformer)
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

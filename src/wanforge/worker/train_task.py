@@ -13,7 +13,7 @@ from wanforge.engine.loading import LoadedModel, ModelLoadError
 from wanforge.predictions import NAMED_OUTPUTS_KEY
 from wanforge.training.dataset import DatasetReport
 from wanforge.training.errors import TrainingDataError, TrainingMemoryError
-from wanforge.training.job import lora_stem, train_from_zip
+from wanforge.training.job import TrainOptions, lora_stem, train_from_zip
 from wanforge.training.preflight import memory_limit_bytes
 from wanforge.training.run import TrainParams
 from wanforge.training.trainer import TrainingCancelled, TrainProgress
@@ -70,6 +70,7 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
             log=lambda line: ctx.progress.log(line),
             on_dataset=on_dataset,
             memory_limit_bytes=memory_limit_bytes(ctx.settings.train_memory_limit_gb),
+            options=TrainOptions.from_settings(ctx.settings),
         )
     except TrainingDataError as exc:
         raise TaskError(exc.code, f"invalid parameter data: {exc}") from exc

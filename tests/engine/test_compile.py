@@ -154,6 +154,16 @@ def test_bad_compile_options_are_refused(mode: str, rank: int, message: str) -> 
             "hooks break the compiled blocks' graphs); use gpu or model_offload",
         ),
         (
+            ("off", "regional", "first_block", None),
+            "WANFORGE_COMPILE=regional cannot run with WANFORGE_STEP_CACHE (its hooks on the blocks cannot "
+            "be compiled); set one of them to off",
+        ),
+        (
+            ("storage", "regional", "off", "gpu"),
+            "WANFORGE_COMPILE=regional cannot run with WANFORGE_FP8=storage (its per-layer casting hooks "
+            "cannot be compiled); use WANFORGE_FP8=compute (sm89+) or off",
+        ),
+        (
             ("compute", "off", "off", "model_offload"),
             "WANFORGE_FP8=compute keeps both experts on the GPU (at about half their bf16 size); "
             "WANFORGE_MEMORY_MODE=model_offload cannot be used with it: use gpu, or WANFORGE_FP8=storage",
@@ -168,7 +178,7 @@ def test_option_pairs_that_cannot_run_together_are_refused(args: tuple[str, ...]
 
 def test_fp8_compute_places_everything_on_the_gpu() -> None:
     assert _check_combinations("compute", "regional", "off", None) == "gpu"
-    assert _check_combinations("storage", "regional", "off", None) is None
+    assert _check_combinations("storage", "off", "first_block", None) is None
 
 
 def test_settings_read_the_compile_options(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,6 +55,11 @@ def test_compute_where_it_cannot_run_is_refused_naming_storage(platform: Fp8Plat
     assert choose_fp8("compute", H100) == "compute"
 
 
+def test_auto_under_regional_compile_never_picks_storage() -> None:
+    assert choose_fp8("auto", A100, compiled=True) == "off"
+    assert choose_fp8("auto", H100, compiled=True) == "compute"
+
+
 def test_the_worker_refuses_compute_at_start_on_this_cpu() -> None:
     assert probe(torch.device("cpu")) == CPU  # torchao is installed in the dev environment
     with pytest.raises(

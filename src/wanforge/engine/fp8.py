@@ -11,7 +11,9 @@
   (Ada, Hopper, Blackwell); it is fastest under ``WANFORGE_COMPILE=regional``, which fuses the
   activation quantization into the matmul's neighbours.
 - ``auto``: ``compute`` where it can run, else ``storage`` on any other CUDA GPU, else ``off``
-  (on the CPU fp8 storage saves nothing that matters and costs time).
+  (on the CPU fp8 storage saves nothing that matters and costs time). Under
+  ``WANFORGE_COMPILE=regional``, whose full-graph blocks cannot capture diffusers' casting hooks,
+  ``auto`` picks ``off`` instead of ``storage``.
 
 Which linears ``compute`` converts (:func:`fp8_linear_filter`), as LightX2V's fp8 Wan and
 diffusers' torchao recipes do: only ``nn.Linear`` layers inside ``blocks.*`` (attention q/k/v/out,
@@ -69,14 +71,15 @@ def probe(device: torch.device) -> Fp8Platform:
     return Fp8Platform(cuda=True, capability=torch.cuda.get_device_capability(device), torchao=torchao)
 
 
-def choose_fp8(requested: str, platform: Fp8Platform) -> Fp8Mode:
-    """The FP8 mode to run: ``auto`` picks; ``compute`` where it cannot run is refused (ValueError)."""
+def choose_fp8(requested: str, platform: Fp8Platform, *, compiled: bool = False) -> Fp8Mode:
+    """The FP8 mode to run: ``auto`` picks (no ``storage`` under regional compile); ``compute``
+    where it cannot run is refused (ValueError)."""
     if requested not in FP8_CHOICES:
         raise ValueError(f"{SETTING} must be one of {', '.join(FP8_CHOICES)}, got {requested!r}")
     if requested == "auto":
         if platform.compute_ok:
             return "compute"
-        return "storage" if platform.cuda else "off"
+        return "storage" if platform.cuda and not compiled else "off"
     if requested == "compute" and not platform.compute_ok:
         raise ValueError(
             f"{SETTING}=compute needs a CUDA GPU of compute capability "

@@ -214,8 +214,8 @@ def load_pipeline(
     target = resolve_device(device)
     requested_mode = _check_request(target, memory_mode)
     fp8_requested, cache = check_options(fp8, step_cache, step_cache_threshold)
-    fp8_mode = fp8_choice.choose_fp8(fp8_requested, fp8_choice.probe(target))
     compiled = check_compile(compile, compile_max_lora_rank)
+    fp8_mode = fp8_choice.choose_fp8(fp8_requested, fp8_choice.probe(target), compiled=compiled == "regional")
     requested_mode = _check_combinations(fp8_mode, compiled, cache, requested_mode)
     backend = choose_backend(attention, probe(target))
     if model == DEMO_MODEL:
@@ -276,10 +276,16 @@ def _check_combinations(
             "WANFORGE_COMPILE=regional cannot run with WANFORGE_MEMORY_MODE=group_offload (its per-layer "
             "hooks break the compiled blocks' graphs); use gpu or model_offload"
         )
+    # both measured: dynamo's full graph of a block cannot capture these diffusers hooks
     if compiled == "regional" and cache != "off":
         raise ValueError(
-            "WANFORGE_COMPILE=regional cannot run with WANFORGE_STEP_CACHE (the cache's hooks wrap the "
-            "compiled blocks); set one of them to off"
+            "WANFORGE_COMPILE=regional cannot run with WANFORGE_STEP_CACHE (its hooks on the blocks cannot "
+            "be compiled); set one of them to off"
+        )
+    if compiled == "regional" and fp8 == "storage":
+        raise ValueError(
+            "WANFORGE_COMPILE=regional cannot run with WANFORGE_FP8=storage (its per-layer casting hooks "
+            "cannot be compiled); use WANFORGE_FP8=compute (sm89+) or off"
         )
     if fp8 == "compute":
         if memory_mode not in (None, "gpu"):

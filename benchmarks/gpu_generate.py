@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lora-slot-rank",
         type=int,
-        default=64,
+        default=128,
         help="rank of the LoRA slot compiled in (WANFORGE_COMPILE_MAX_LORA_RANK; 0: none)",
     )
     args = parser.parse_args(argv)

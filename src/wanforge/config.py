@@ -279,7 +279,7 @@ class Settings(BaseSettings):
         "compile_repeated_blocks); LoRAs are hot-swapped into a fixed slot, so changing them never recompiles",
     )
     compile_max_lora_rank: int = Field(
-        default=64,
+        default=128,
         ge=0,
         description="under WANFORGE_COMPILE=regional: the rank of each expert's LoRA slot, the most the "
         "LoRAs of one request may use together per layer (0: no slot, LoRAs refused)",

@@ -187,11 +187,11 @@ def test_settings_read_the_compile_options(monkeypatch: pytest.MonkeyPatch) -> N
     default = Settings()
     assert (default.compile, default.compile_max_lora_rank, default.compile_backend) == (
         "off",
-        64,
+        128,
         "inductor",
     )
     monkeypatch.setenv("WANFORGE_COMPILE", "regional")
-    monkeypatch.setenv("WANFORGE_COMPILE_MAX_LORA_RANK", "128")
+    monkeypatch.setenv("WANFORGE_COMPILE_MAX_LORA_RANK", "32")
     monkeypatch.setenv("WANFORGE_COMPILE_BACKEND", "aot_eager")
     chosen = Settings()
     assert (chosen.compile, chosen.compile_max_lora_rank, chosen.compile_backend) == (

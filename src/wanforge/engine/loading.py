@@ -194,7 +194,7 @@ def load_pipeline(
     step_cache: str = "off",
     step_cache_threshold: float = DEFAULT_STEP_CACHE_THRESHOLD,
     compile: str = "off",
-    compile_max_lora_rank: int = 64,
+    compile_max_lora_rank: int = 128,
     compile_backend: str = "inductor",
 ) -> LoadedModel:
     """Load ``model``: ``"demo"`` or the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory.

@@ -196,7 +196,7 @@ def test_settings_read_the_compile_options(monkeypatch: pytest.MonkeyPatch) -> N
     chosen = Settings()
     assert (chosen.compile, chosen.compile_max_lora_rank, chosen.compile_backend) == (
         "regional",
-        128,
+        32,
         "aot_eager",
     )
     monkeypatch.setenv("WANFORGE_COMPILE_MAX_LORA_RANK", "-1")

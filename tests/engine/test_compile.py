@@ -18,6 +18,7 @@ from torch._dynamo.utils import counters
 
 from tests.engine.conftest import FAST_TEST_PROFILE, smooth_image
 from tests.engine.lora_files import random_lora, request, write_diffusers
+from tests.engine.test_lora_engine import lightx2v_file
 from wanforge.engine.compile import SLOT_ADAPTER, check_compile
 from wanforge.engine.generate import Engine, GenerationRequest
 from wanforge.engine.loading import LoadedModel, _check_combinations, load_pipeline
@@ -81,11 +82,13 @@ def test_regional_compile_gives_the_eager_frames(eager: Engine) -> None:
 def test_lora_swaps_match_the_uncompiled_path_and_never_recompile(eager: Engine, tmp_path: Path) -> None:
     a = write_diffusers(random_lora(1, rank=4), tmp_path / "a.safetensors")
     b = write_diffusers(random_lora(2, rank=2), tmp_path / "b.safetensors")
+    mixed = lightx2v_file(tmp_path / "mixed.safetensors", with_lora=True)  # full deltas + a LoRA part
     sequence: list[tuple[LoraRequest, ...]] = [
         (),
         (request(a),),
         (request(b, scale=0.5),),
         (request(a, scale=0.75), request(b, scale=1.25)),
+        (request(mixed),),
         (),
     ]
     compiled = _engine(_compiled())
@@ -96,11 +99,12 @@ def test_lora_swaps_match_the_uncompiled_path_and_never_recompile(eager: Engine,
         for loras in sequence:
             outputs.append(_diff(_render(compiled, loras), _render(eager, loras)))
     assert _graphs() == graphs  # a swap changed nothing the compiled graph guards on
-    base, only_a, only_b, both, base_again = outputs
+    base, only_a, only_b, both, with_deltas, base_again = outputs
     assert base == base_again == (0, 0.0)  # an empty slot adds exactly 0
-    # measured: A and A+B exact, B at scale 0.5 max 1, mean 0.00004 of 255 (the scale is folded
+    # measured: A, A+B and the deltas file (its LoRA part in the slot, its deltas added to the
+    # base parameters in place, which the graph reads as inputs) exact; B at scale 0.5 max 1, mean 0.00004 of 255 (the scale is folded
     # into B before the product, where peft scales after it)
-    for worst, mean in (only_a, only_b, both):
+    for worst, mean in (only_a, only_b, both, with_deltas):
         assert worst <= 1
         assert mean < 0.001
     # the LoRAs changed the frames: the slot really held them

@@ -5,13 +5,19 @@ the frames of ``compute`` are compared with the bf16 path by the GPU-only test a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
+from tests.engine.lora_files import high
+from tests.engine.test_lora_engine import lightx2v_file
 from wanforge.engine.demo import build_transformer, transformer_config
 from wanforge.engine.fp8 import Fp8Platform, choose_fp8, fp8_linears, probe
+from wanforge.engine.generate import Engine
 from wanforge.engine.loading import load_pipeline
+from wanforge.engine.loras import LoraError
 
 CPU = Fp8Platform(cuda=False, torchao=True)
 A100 = Fp8Platform(cuda=True, capability=(8, 0), torchao=True)
@@ -133,3 +139,24 @@ def test_compute_on_a_gpu_converts_the_filtered_linears_and_stays_close() -> Non
     assert type(expert.proj_out.weight) is torch.nn.Parameter  # the head stays bf16
     # never run here (no sm89+ GPU in CI): a loose bound, to be replaced by the measured one
     assert float((out - reference).norm() / reference.norm()) < 0.1
+
+
+def test_a_compute_worker_converts_each_expert_once_on_gpu_placement_and_refuses_deltas(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The load path of ``compute`` on the CPU, torchao's conversion replaced by a recorder."""
+    from wanforge.engine import loading
+
+    converted: list[list[torch.nn.Module]] = []
+    monkeypatch.setattr("wanforge.engine.fp8.choose_fp8", lambda *_a, **_k: "compute")
+    monkeypatch.setattr(loading, "apply_fp8_compute", converted.append)
+    loaded = load_pipeline("demo", fp8="compute")
+    assert (loaded.fp8, loaded.memory_mode) == ("compute", "gpu")
+    assert converted == [[loaded.pipe.transformer], [loaded.pipe.transformer_2]]
+    deltas = lightx2v_file(tmp_path / "lightning.safetensors", with_lora=False)
+    with pytest.raises(LoraError) as info, Engine(loaded).adapters.applied([high(deltas)]):
+        pass
+    assert str(info.value) == (
+        "lightning.safetensors carries full weight deltas (.diff), which this worker's float8 weights "
+        "(WANFORGE_FP8=compute) cannot apply"
+    )

@@ -242,9 +242,13 @@ def load_pipeline(
         apply_fp8_storage(pipe, compute_dtype=dtype)
     if cache == "first_block":
         apply_step_cache(pipe, step_cache_threshold)
+    if fp8_mode == "compute":
+        # torchao converts weights where they are (on the GPU): one expert at a time, so the peak is
+        # one bf16 expert beside the converted other, then the rest follows (memory mode gpu)
+        for expert in experts(pipe):
+            torch.nn.Module.to(expert, target)
+            apply_fp8_compute([expert])
     _place(pipe, target, mode)
-    if fp8_mode == "compute":  # after placement: torchao converts the weights where they are
-        apply_fp8_compute(experts(pipe))
     if backend != "native" or attention == "native":  # unset, the experts already run native SDPA
         set_backend(pipe, backend)
     slots = None

@@ -3,9 +3,12 @@
     python benchmarks/gpu_generate.py                  # on a GPU: every resolution, profile, option
     python benchmarks/gpu_generate.py --smoke          # on the CPU, tiny config, seconds (CI)
     python benchmarks/gpu_generate.py --out results.json
+    python benchmarks/gpu_generate.py --fp8 off,compute --lora-slot-rank 0   # a subset of the options
 
-Per resolution (480p, 720p, native 1080p; 81 frames) and option (each attention backend this GPU
-can run, regional compile off/on) it measures one expert forward (seconds), its achieved TFLOP/s
+Per resolution (480p, 720p, native 1080p; 81 frames) and option (each FP8 mode this GPU can run:
+off, storage, and compute on sm89+ with torchao; each attention backend this GPU can run; regional
+compile off/on, compiled with the engine's LoRA slot of --lora-slot-rank, as a worker with
+WANFORGE_COMPILE=regional runs; fp8 storage is not compiled: the engine refuses that pair) it measures one expert forward (seconds), its achieved TFLOP/s
 against the GPU's dense bf16 peak, the peak GPU memory, and one VAE decode of the whole video
 (plain and tiled). Per profile it reports s/step (standard: 2 forwards a step, the CFG pass
 included; ultra-fast: 1) and the end to end time: steps x s/step + the VAE decode (the text
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -39,7 +43,9 @@ from gpu_model import (
     timed,
 )
 
+from wanforge.engine import fp8 as fp8_modes
 from wanforge.engine.attention import available_backends, probe, set_backend
+from wanforge.engine.compile import LoraSlots
 from wanforge.engine.sizing import generation_size
 
 PROFILES = {
@@ -69,6 +75,26 @@ def build_vae(smoke: bool, device: torch.device, dtype: torch.dtype) -> Any:
     return AutoencoderKLWan().to(device, dtype).eval()  # the Wan2.1 VAE's config is the default
 
 
+def fp8_choices(device: torch.device, smoke: bool) -> list[str]:
+    """The FP8 modes this machine runs: off and storage anywhere (only off in the smoke run, which
+    stays one row), compute where torchao's float8 runs."""
+    if smoke:
+        return ["off"]
+    return ["off", "storage"] + (["compute"] if fp8_modes.probe(device).compute_ok else [])
+
+
+def build(
+    config: dict[str, Any], device: torch.device, dtype: torch.dtype, fp8: str
+) -> WanTransformer3DModel:
+    """An expert with ``fp8`` applied as the engine applies it at load."""
+    expert = build_expert(config, device, dtype)
+    if fp8 == "storage":
+        expert.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    elif fp8 == "compute":
+        fp8_modes.apply_fp8_compute([expert])
+    return expert
+
+
 class _Expert:
     """Lets the attention backend be set on one expert the way the engine sets it on a pipeline."""
 
@@ -86,8 +112,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     repeats = 1 if args.smoke else args.repeats
     backends = ["native"] if args.smoke else available_backends(probe(device))
     compiles = [False] if args.smoke else [False, True]
+    chosen_fp8 = args.fp8.split(",") if args.fp8 else fp8_choices(device, args.smoke)
     rows: list[dict[str, Any]] = []
-    expert = build_expert(config, device, dtype)
+    expert: WanTransformer3DModel | None = None
     vae = build_vae(args.smoke, device, dtype)
     for shape in shapes(args.smoke):
         z = torch.randn(1, 16, *shape.latent, device=device, dtype=dtype)
@@ -97,44 +124,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             reset_peak(device)
             with torch.no_grad():
                 vae_s["tiled" if tiled else "plain"] = timed(partial(vae.decode, z), device, 1, warmup=0)
-        for backend in backends:
-            set_backend(_Expert(expert), backend)  # type: ignore[arg-type]
-            for compiled in compiles:
-                model = expert
-                if compiled:
-                    model.compile_repeated_blocks(fullgraph=True)
-                feed = inputs(config, shape, device, dtype)
-                reset_peak(device)
-                with torch.no_grad():
-                    forward_s = timed(partial(model, **feed, return_dict=False), device, repeats)
-                flops = forward_flops(config, shape.tokens(config["patch_size"]))
-                tflops = flops / forward_s / 1e12
-                row = {
-                    "resolution": shape.name,
-                    "size": f"{shape.width}x{shape.height}x{shape.frames}",
-                    "attention": backend,
-                    "compile": compiled,
-                    "forward_s": round(forward_s, 4),
-                    "tflops": round(tflops, 1),
-                    "mfu": round(tflops / peak, 3) if peak else None,
-                    "peak_memory_gib": peak_memory_gib(device),
-                    "vae_decode_s": {k: round(v, 3) for k, v in vae_s.items()},
-                    "profiles": {
-                        name: {
-                            "steps": p["steps"],
-                            "s_per_step": round(p["forwards_per_step"] * forward_s, 4),
-                            "end_to_end_s": round(
-                                p["steps"] * p["forwards_per_step"] * forward_s + vae_s["plain"], 2
-                            ),
-                        }
-                        for name, p in PROFILES.items()
-                    },
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if compiled:
-                    torch._dynamo.reset()
-                    expert = build_expert(config, device, dtype)  # an uncompiled one for the next backend
+        for fp8, backend, compiled in [
+            (f, b, c) for f in chosen_fp8 for b in backends for c in compiles if not (c and f == "storage")
+        ]:
+            if not compiled:  # a fresh expert per option: a compiled one keeps its compiled blocks
+                expert = None  # freed before the next is built
+                torch._dynamo.reset()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                expert = build(config, device, dtype, fp8)
+                set_backend(_Expert(expert), backend)  # type: ignore[arg-type]
+            assert expert is not None
+            model = expert
+            if compiled:
+                if args.lora_slot_rank:
+                    LoraSlots(args.lora_slot_rank, dtype).prepare(model)
+                model.compile_repeated_blocks(fullgraph=True)
+            feed = inputs(config, shape, device, dtype)
+            reset_peak(device)
+            with torch.no_grad():
+                forward_s = timed(partial(model, **feed, return_dict=False), device, repeats)
+            flops = forward_flops(config, shape.tokens(config["patch_size"]))
+            tflops = flops / forward_s / 1e12
+            row = {
+                "resolution": shape.name,
+                "size": f"{shape.width}x{shape.height}x{shape.frames}",
+                "fp8": fp8,
+                "attention": backend,
+                "compile": compiled,
+                "lora_slot_rank": args.lora_slot_rank if compiled else None,
+                "forward_s": round(forward_s, 4),
+                "tflops": round(tflops, 1),
+                "mfu": round(tflops / peak, 3) if peak else None,
+                "peak_memory_gib": peak_memory_gib(device),
+                "vae_decode_s": {k: round(v, 3) for k, v in vae_s.items()},
+                "profiles": {
+                    name: {
+                        "steps": p["steps"],
+                        "s_per_step": round(p["forwards_per_step"] * forward_s, 4),
+                        "end_to_end_s": round(
+                            p["steps"] * p["forwards_per_step"] * forward_s + vae_s["plain"], 2
+                        ),
+                    }
+                    for name, p in PROFILES.items()
+                },
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return {"facts": facts, "smoke": args.smoke, "rows": rows}
 
 
@@ -145,6 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny config, one repeat (CI)")
     parser.add_argument("--repeats", type=int, default=3, help="timed forwards per measurement")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--fp8", help="comma-separated FP8 modes to run (off, storage, compute); default: all this GPU runs"
+    )
+    parser.add_argument(
+        "--lora-slot-rank",
+        type=int,
+        default=128,
+        help="rank of the LoRA slot compiled in (WANFORGE_COMPILE_MAX_LORA_RANK; 0: none)",
+    )
     args = parser.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU, or pass --smoke")

@@ -254,10 +254,11 @@ class Settings(BaseSettings):
     )
 
     # Memory and speed options of both experts (issue 11; engine/speed.py, docs/engine.md)
-    fp8: Literal["off", "storage"] = Field(
+    fp8: Literal["off", "storage", "compute", "auto"] = Field(
         default="off",
         description="storage: keep the experts' weights in float8 (e4m3), upcast per layer for compute "
-        "(memory only; FP8 compute is not built)",
+        "(memory only); compute: torchao float8 matmuls for the blocks' linears (CUDA sm89+ with torchao, "
+        "else the worker fails to start); auto: compute where it runs, else storage on CUDA, else off",
     )
     step_cache: Literal["off", "first_block"] = Field(
         default="off",
@@ -269,6 +270,24 @@ class Settings(BaseSettings):
         ge=0,
         description="First Block Cache: relative change of the first block's residual below which a step "
         "reuses the cached rest (higher: faster, further from the uncached frames; 0: exact)",
+    )
+
+    # --- Regional compile (issue 11; engine/compile.py, docs/engine.md)
+    compile: Literal["off", "regional"] = Field(
+        default="off",
+        description="regional: torch.compile each expert's transformer blocks (diffusers "
+        "compile_repeated_blocks); LoRAs are hot-swapped into a fixed slot, so changing them never recompiles",
+    )
+    compile_max_lora_rank: int = Field(
+        default=128,
+        ge=0,
+        description="under WANFORGE_COMPILE=regional: the rank of each expert's LoRA slot, the most the "
+        "LoRAs of one request may use together per layer (0: no slot, LoRAs refused)",
+    )
+    compile_backend: str = Field(
+        default="inductor",
+        min_length=1,
+        description="the torch.compile backend of WANFORGE_COMPILE=regional (inductor; aot_eager in tests)",
     )
 
     @property

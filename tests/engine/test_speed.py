@@ -92,7 +92,7 @@ def test_first_block_cache_skips_blocks_at_a_high_threshold(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"fp8": "compute"}, "WANFORGE_FP8 must be one of off, storage, got 'compute'"),
+        ({"fp8": "fp4"}, "WANFORGE_FP8 must be one of off, storage, compute, auto, got 'fp4'"),
         ({"step_cache": "mag"}, "WANFORGE_STEP_CACHE must be one of off, first_block, got 'mag'"),
         ({"step_cache_threshold": -0.1}, "WANFORGE_STEP_CACHE_THRESHOLD must be >= 0, got -0.1"),
     ],

@@ -11,6 +11,11 @@ exactly the base layer), so a job without LoRAs after one with LoRAs gives the b
 Full deltas (LightX2V's ``.diff``/``.diff_b``/``.diff_m``) cannot be a peft adapter: they are
 added to the base parameters for the request, ``W + scale * diff`` (as ComfyUI does), and the
 original tensors of exactly those parameters are copied back afterwards, so the base stays exact.
+
+Under regional compile (``slots``, see :mod:`wanforge.engine.compile`) the LRU holds each file's
+checked LoRA tensors on the device instead of a peft adapter in the model, and a request writes its
+files into each expert's one compiled LoRA slot (peft hot-swap): changing LoRAs never recompiles.
+Deltas work the same on both paths.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import torch
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
+from wanforge.engine.compile import LoraSlots, SlotLora
 from wanforge.engine.lora_formats import LoraFormat, ParsedLora, read_lora
 from wanforge.engine.loras import EXPERT_ORDER, TRANSFORMER_OF, Expert, LoraError, LoraRequest, list_keys
 
@@ -160,6 +166,8 @@ class LoadedAdapter:
     adapter_name: str | None  # the peft adapter in the expert's transformer; None: deltas only
     deltas: dict[str, torch.Tensor]  # on the CPU, by base parameter name
     notes: list[str]
+    # under compile: the LoRA tensors the slot copies (adapter_name names them; not in the model)
+    slot_lora: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -184,7 +192,8 @@ class AdapterCache:
 
     ``capacity`` counts (file, expert) entries; the adapters one request uses are never evicted
     during it, so the cache may hold more until the next request. ``allow_deltas=False`` refuses
-    files with full deltas (group offload streams weights from copies we cannot patch).
+    files with full deltas (group offload streams weights from copies we cannot patch; float8
+    weights), saying ``no_deltas_reason``. ``slots``: the compiled experts' LoRA slots.
     """
 
     def __init__(
@@ -195,6 +204,8 @@ class AdapterCache:
         allow_deltas: bool = True,
         adapter_dtype: torch.dtype | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        slots: LoraSlots | None = None,
+        no_deltas_reason: str = "this worker's memory mode (group_offload)",
     ) -> None:
         if capacity < 0:
             raise ValueError(f"lora_cache_size must be >= 0, got {capacity}")
@@ -203,6 +214,8 @@ class AdapterCache:
         self.allow_deltas = allow_deltas
         self.adapter_dtype = adapter_dtype
         self.clock = clock
+        self.slots = slots
+        self.no_deltas_reason = no_deltas_reason
         self._entries: OrderedDict[CacheKey, LoadedAdapter] = OrderedDict()
 
     def transformer(self, expert: Expert) -> torch.nn.Module:
@@ -218,7 +231,7 @@ class AdapterCache:
 
     def _present(self, entry: LoadedAdapter) -> bool:
         """False if someone else removed the adapter from the model (``unload_lora`` in training)."""
-        if entry.adapter_name is None:
+        if entry.adapter_name is None or entry.slot_lora is not None:
             return True
         return entry.adapter_name in getattr(self.transformer(entry.expert), "peft_config", {})
 
@@ -227,11 +240,20 @@ class AdapterCache:
         fitted = fit_to_model(parsed, transformer, req.name)
         if fitted.deltas and not self.allow_deltas:
             raise LoraError(
-                f"{req.name} carries full weight deltas (.diff), which this worker's memory mode "
-                "(group_offload) cannot apply"
+                f"{req.name} carries full weight deltas (.diff), which {self.no_deltas_reason} cannot apply"
             )
         adapter_name = None
-        if fitted.lora:
+        slot_lora = None
+        if fitted.lora and self.slots is not None:
+            adapter_name = adapter_name_for(req.sha256)
+            if not self.slots.rank:
+                raise LoraError(
+                    f"{req.name}: this worker compiles its experts without LoRA slots "
+                    "(WANFORGE_COMPILE_MAX_LORA_RANK=0)"
+                )
+            device = next(transformer.parameters()).device
+            slot_lora = self.slots.keep(fitted.lora, device)
+        elif fitted.lora:
             adapter_name = adapter_name_for(req.sha256)
             if adapter_name in getattr(transformer, "peft_config", {}):  # left by an earlier cache
                 transformer.delete_adapters(adapter_name)  # type: ignore[operator]
@@ -254,7 +276,7 @@ class AdapterCache:
             # peft makes a freshly wrapped layer's new adapter active: inactive until a request asks
             transformer.set_adapters([], [])  # type: ignore[operator]
         deltas = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in fitted.deltas.items()}
-        return LoadedAdapter(req.sha256, expert, parsed.format, adapter_name, deltas, fitted.notes)
+        return LoadedAdapter(req.sha256, expert, parsed.format, adapter_name, deltas, fitted.notes, slot_lora)
 
     def load(self, requests: Sequence[LoraRequest]) -> dict[CacheKey, LoadedAdapter]:
         """Make sure every (file, expert) the requests name is loaded; mark them recently used."""
@@ -284,7 +306,7 @@ class AdapterCache:
 
     def _drop(self, key: CacheKey) -> None:
         entry = self._entries.pop(key)
-        if entry.adapter_name is None or not self._present(entry):
+        if entry.adapter_name is None or entry.slot_lora is not None or not self._present(entry):
             return
         transformer = self.transformer(entry.expert)
         transformer.delete_adapters(entry.adapter_name)  # type: ignore[operator]
@@ -308,7 +330,10 @@ class AdapterCache:
         try:
             for expert in EXPERT_ORDER:
                 transformer = self.transformer(expert)
-                if getattr(transformer, "peft_config", None):
+                if self.slots is not None:
+                    slot_loras, names = _slot_loras(requests, loaded, weights[expert], expert)
+                    self.slots.swap(expert, transformer, slot_loras, names)
+                elif getattr(transformer, "peft_config", None):
                     active = list(weights[expert])
                     scales = [weights[expert][n] for n in active]
                     transformer.set_adapters(active, scales)  # type: ignore[operator]
@@ -321,7 +346,7 @@ class AdapterCache:
                     touched.data.copy_(original)
             for expert in EXPERT_ORDER:
                 transformer = self.transformer(expert)
-                if getattr(transformer, "peft_config", None):
+                if self.slots is None and getattr(transformer, "peft_config", None):
                     transformer.set_adapters([], [])  # type: ignore[operator]  # no active adapter: the base layers
 
 
@@ -355,6 +380,23 @@ def _activation_plan(
             )
             result.notes.extend(n for n in entry.notes if n not in result.notes)
     return result, weights, deltas
+
+
+def _slot_loras(
+    requests: Sequence[LoraRequest],
+    loaded: dict[CacheKey, LoadedAdapter],
+    weights: dict[str, float],
+    expert: Expert,
+) -> tuple[list[SlotLora], dict[str, str]]:
+    """What one expert's slot holds for a request (in the order of ``weights``), and the files' names."""
+    entries = {e.adapter_name: e for (_, ex), e in loaded.items() if ex == expert and e.slot_lora is not None}
+    names = {adapter_name_for(req.sha256): req.name for req in requests}
+    loras: list[SlotLora] = []
+    for adapter, scale in weights.items():
+        lora = entries[adapter].slot_lora
+        assert lora is not None
+        loras.append((adapter, lora, scale))
+    return loras, names
 
 
 def _add_deltas(

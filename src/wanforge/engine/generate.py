@@ -318,8 +318,14 @@ class Engine:
         self.adapters = AdapterCache(
             loaded.pipe,
             lora_cache_size,
-            allow_deltas=loaded.memory_mode != "group_offload",
+            allow_deltas=loaded.memory_mode != "group_offload" and loaded.fp8 != "compute",
+            no_deltas_reason=(
+                "this worker's float8 weights (WANFORGE_FP8=compute)"
+                if loaded.fp8 == "compute"
+                else "this worker's memory mode (group_offload)"
+            ),
             adapter_dtype=loaded.dtype if loaded.fp8 == "storage" else None,
+            slots=loaded.lora_slots,
         )
 
     def uses_learned_upscaler(self, resolution: str, plan: GenerationPlan) -> bool:

@@ -14,15 +14,18 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
+from wanforge.engine import fp8 as fp8_choice
 from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend
+from wanforge.engine.compile import CompileMode, LoraSlots, check_compile, compile_experts
+from wanforge.engine.fp8 import Fp8Mode, apply_fp8_compute
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile, Strategy1080p
 from wanforge.engine.speed import (
     DEFAULT_STEP_CACHE_THRESHOLD,
-    Fp8Mode,
     StepCache,
     apply_fp8_storage,
     apply_step_cache,
     check_options,
+    experts,
 )
 
 MemoryMode = Literal["gpu", "model_offload", "group_offload"]
@@ -51,6 +54,9 @@ class LoadedModel:
     # memory and speed options set on both experts (see engine/speed.py)
     fp8: Fp8Mode = "off"
     step_cache: StepCache = "off"
+    # regional compile of both experts, and their LoRA slots (see engine/compile.py)
+    compile: CompileMode = "off"
+    lora_slots: LoraSlots | None = None
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -187,6 +193,9 @@ def load_pipeline(
     fp8: str = "off",
     step_cache: str = "off",
     step_cache_threshold: float = DEFAULT_STEP_CACHE_THRESHOLD,
+    compile: str = "off",
+    compile_max_lora_rank: int = 128,
+    compile_backend: str = "inductor",
     strategy_1080p: Strategy1080p | None = None,
 ) -> LoadedModel:
     """Load ``model``: ``"demo"`` or the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory.
@@ -197,13 +206,19 @@ def load_pipeline(
     layers from the CPU; ``None`` picks from the free GPU memory. ``profile`` overrides the
     sampling defaults (by default the demo or the A14B profile). ``attention``: ``"auto"`` (the
     fastest backend this device can run) or a backend name (see :mod:`wanforge.engine.attention`).
-    ``fp8`` (``"off"`` or ``"storage"``) and ``step_cache`` (``"off"`` or ``"first_block"``, with
-    ``step_cache_threshold``): see :mod:`wanforge.engine.speed`. ``strategy_1080p`` overrides the
-    profile's way to the 1080p tier (``"upscale"`` from 720p, or ``"native"``).
+    ``fp8`` (``"off"``, ``"storage"``, ``"compute"`` or ``"auto"``: see :mod:`wanforge.engine.fp8`)
+    and ``step_cache`` (``"off"`` or ``"first_block"``, with ``step_cache_threshold``): see
+    :mod:`wanforge.engine.speed`. ``compile`` (``"off"`` or ``"regional"``, with the LoRA slot rank
+    ``compile_max_lora_rank`` and the ``torch.compile`` ``compile_backend``): see
+    :mod:`wanforge.engine.compile`. ``strategy_1080p`` overrides the profile's way to the 1080p
+    tier (``"upscale"`` from 720p, or ``"native"``).
     """
     target = resolve_device(device)
     requested_mode = _check_request(target, memory_mode)
-    fp8_mode, cache = check_options(fp8, step_cache, step_cache_threshold)
+    fp8_requested, cache = check_options(fp8, step_cache, step_cache_threshold)
+    compiled = check_compile(compile, compile_max_lora_rank)
+    fp8_mode = fp8_choice.choose_fp8(fp8_requested, fp8_choice.probe(target), compiled=compiled == "regional")
+    requested_mode = _check_combinations(fp8_mode, compiled, cache, requested_mode)
     backend = choose_backend(attention, probe(target))
     if model == DEMO_MODEL:
         pipe = _load_demo()
@@ -220,15 +235,31 @@ def load_pipeline(
     if strategy_1080p is not None:
         chosen_profile = replace(chosen_profile, strategy_1080p=strategy_1080p)
     mode = requested_mode or _auto_memory_mode(pipe, target)
+    if compiled == "regional" and mode == "group_offload":
+        raise ValueError(
+            "WANFORGE_COMPILE=regional cannot run with group offload (this GPU's free memory chose it): "
+            "set WANFORGE_MEMORY_MODE=model_offload, WANFORGE_FP8=storage, or WANFORGE_COMPILE=off"
+        )
     pipe.register_to_config(boundary_ratio=chosen_profile.boundary_ratio)
     pipe.set_progress_bar_config(disable=True)
     if fp8_mode == "storage":  # before placement: the experts reach the device already in fp8
         apply_fp8_storage(pipe, compute_dtype=dtype)
     if cache == "first_block":
         apply_step_cache(pipe, step_cache_threshold)
+    if fp8_mode == "compute":
+        # torchao converts weights where they are (on the GPU): one expert at a time, so the peak is
+        # one bf16 expert beside the converted other, then the rest follows (memory mode gpu)
+        for expert in experts(pipe):
+            torch.nn.Module.to(expert, target)
+            apply_fp8_compute([expert])
     _place(pipe, target, mode)
     if backend != "native" or attention == "native":  # unset, the experts already run native SDPA
         set_backend(pipe, backend)
+    slots = None
+    if compiled == "regional":  # last: the graphs see the final modules
+        slots = compile_experts(
+            experts(pipe), backend=compile_backend, max_lora_rank=compile_max_lora_rank, dtype=dtype
+        )
     return LoadedModel(
         pipe=pipe,
         profile=chosen_profile,
@@ -239,7 +270,39 @@ def load_pipeline(
         attention_backend=backend,
         fp8=fp8_mode,
         step_cache=cache,
+        compile=compiled,
+        lora_slots=slots,
     )
+
+
+def _check_combinations(
+    fp8: Fp8Mode, compiled: CompileMode, cache: StepCache, memory_mode: MemoryMode | None
+) -> MemoryMode | None:
+    """Refuse option pairs that cannot run together; FP8 compute keeps everything on the GPU."""
+    if compiled == "regional" and memory_mode == "group_offload":
+        raise ValueError(
+            "WANFORGE_COMPILE=regional cannot run with WANFORGE_MEMORY_MODE=group_offload (its per-layer "
+            "hooks break the compiled blocks' graphs); use gpu or model_offload"
+        )
+    # both measured: dynamo's full graph of a block cannot capture these diffusers hooks
+    if compiled == "regional" and cache != "off":
+        raise ValueError(
+            "WANFORGE_COMPILE=regional cannot run with WANFORGE_STEP_CACHE (its hooks on the blocks cannot "
+            "be compiled); set one of them to off"
+        )
+    if compiled == "regional" and fp8 == "storage":
+        raise ValueError(
+            "WANFORGE_COMPILE=regional cannot run with WANFORGE_FP8=storage (its per-layer casting hooks "
+            "cannot be compiled); use WANFORGE_FP8=compute (sm89+) or off"
+        )
+    if fp8 == "compute":
+        if memory_mode not in (None, "gpu"):
+            raise ValueError(
+                f"WANFORGE_FP8=compute keeps both experts on the GPU (at about half their bf16 size); "
+                f"WANFORGE_MEMORY_MODE={memory_mode} cannot be used with it: use gpu, or WANFORGE_FP8=storage"
+            )
+        return "gpu"
+    return memory_mode
 
 
 @contextmanager

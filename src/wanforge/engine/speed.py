@@ -6,7 +6,8 @@ Both are diffusers hooks, not code of ours:
   ``float8_e4m3fn`` and upcasts one layer at a time to the compute dtype for its forward (memory
   only: the matmuls still run in bf16/fp32). diffusers leaves the patch embedding, the condition
   embedder, the norms and Wan's fp32 modules (rope, time embedder, scale-shift tables) unconverted.
-  FP8 *compute* (torchao float8 linears on Hopper) is not built.
+  FP8 *compute* (torchao float8 linears on sm89+) and the choice between the modes are in
+  :mod:`wanforge.engine.fp8`.
 - ``step_cache="first_block"``: diffusers' First Block Cache. Each step runs the first
   transformer block; when its residual changed by less than ``threshold`` (relative mean absolute
   difference) since the last fully computed step, the other blocks are skipped and their cached
@@ -24,22 +25,22 @@ from diffusers.hooks.first_block_cache import FirstBlockCacheConfig
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
-Fp8Mode = Literal["off", "storage"]
+from wanforge.engine.fp8 import FP8_CHOICES, Fp8Choice
+
 StepCache = Literal["off", "first_block"]
-FP8_MODES: tuple[Fp8Mode, ...] = get_args(Fp8Mode)
 STEP_CACHES: tuple[StepCache, ...] = get_args(StepCache)
 # diffusers' default First Block Cache threshold
 DEFAULT_STEP_CACHE_THRESHOLD = 0.05
 
 
-def _experts(pipe: WanImageToVideoPipeline) -> list[ModelMixin]:
+def experts(pipe: WanImageToVideoPipeline) -> list[ModelMixin]:
     return [expert for expert in (pipe.transformer, pipe.transformer_2) if isinstance(expert, ModelMixin)]
 
 
-def check_options(fp8: str, step_cache: str, threshold: float) -> tuple[Fp8Mode, StepCache]:
-    """Refuse an unknown option before any weights are read."""
-    if fp8 not in FP8_MODES:
-        raise ValueError(f"WANFORGE_FP8 must be one of {', '.join(FP8_MODES)}, got {fp8!r}")
+def check_options(fp8: str, step_cache: str, threshold: float) -> tuple[Fp8Choice, StepCache]:
+    """Refuse an unknown option before any weights are read (which FP8 mode runs: fp8.choose_fp8)."""
+    if fp8 not in FP8_CHOICES:
+        raise ValueError(f"WANFORGE_FP8 must be one of {', '.join(FP8_CHOICES)}, got {fp8!r}")
     if step_cache not in STEP_CACHES:
         raise ValueError(f"WANFORGE_STEP_CACHE must be one of {', '.join(STEP_CACHES)}, got {step_cache!r}")
     if threshold < 0:
@@ -49,11 +50,11 @@ def check_options(fp8: str, step_cache: str, threshold: float) -> tuple[Fp8Mode,
 
 def apply_fp8_storage(pipe: WanImageToVideoPipeline, compute_dtype: torch.dtype) -> None:
     """Store both experts' weights in float8 (e4m3), computing each layer in ``compute_dtype``."""
-    for expert in _experts(pipe):
+    for expert in experts(pipe):
         expert.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
 
 
 def apply_step_cache(pipe: WanImageToVideoPipeline, threshold: float) -> None:
     """First Block Cache on both experts (the pipeline already names each call's cache context)."""
-    for expert in _experts(pipe):
+    for expert in experts(pipe):
         expert.enable_cache(FirstBlockCacheConfig(threshold=threshold))

@@ -31,8 +31,17 @@ def load_model(settings: Settings) -> LoadedModel:
         fp8=settings.fp8,
         step_cache=settings.step_cache,
         step_cache_threshold=settings.step_cache_threshold,
+        compile=settings.compile,
+        compile_max_lora_rank=settings.compile_max_lora_rank,
+        compile_backend=settings.compile_backend,
         strategy_1080p=settings.strategy_1080p,
     )
+
+
+def speed_detail(loaded: LoadedModel) -> str:
+    """The worker row's `detail`: the attention backend first (what /health parses), then the
+    FP8 and compile modes this worker chose (``auto`` resolved)."""
+    return f"{attention_detail(loaded.attention_backend)} fp8={loaded.fp8} compile={loaded.compile}"
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -53,7 +62,11 @@ def build_tasks(settings: Settings) -> TaskTable:
     loaded = engine.loaded
     speed_options = [
         name
-        for name, value in (("WANFORGE_FP8", loaded.fp8), ("WANFORGE_STEP_CACHE", loaded.step_cache))
+        for name, value in (
+            ("WANFORGE_FP8", loaded.fp8),
+            ("WANFORGE_STEP_CACHE", loaded.step_cache),
+            ("WANFORGE_COMPILE", loaded.compile),
+        )
         if value != "off"
     ]
     tasks = TaskTable(
@@ -66,5 +79,5 @@ def build_tasks(settings: Settings) -> TaskTable:
             ),
         }
     )
-    tasks.detail = attention_detail(loaded.attention_backend)
+    tasks.detail = speed_detail(loaded)
     return tasks

@@ -197,7 +197,7 @@ def _ran_once(s: Setup, prediction_id: str) -> list[str | None]:
 def test_jobs_spread_over_both_nodes(setup: Setup, image: Path) -> None:
     poll("a ready worker on each node", lambda: _both_nodes_ready(setup), 90, setup.logs)
     url = setup.server.upload(image)
-    ids = [setup.submit(url, seed) for seed in range(1, 4)]
+    ids = [setup.submit(url, seed) for seed in (1, 2)]  # both workers idle: each claims one
     for pid in ids:
         data = setup.server.wait_for(pid, timeout_s=120)
         assert (data["status"], data["attempts"], len(data["outputs"])) == ("completed", 1, 1), data
@@ -259,6 +259,34 @@ def test_a_killed_actor_is_restarted_by_ray_then_given_up(setup: Setup) -> None:
     assert cli.process.wait(timeout=60) == 1, cli.text()
     assert "worker actor 0 died for good after 1 restart(s) (--max-restarts 1)" in cli.text()
     assert "every worker actor died for good" in cli.text()
+
+
+def test_sigterm_stops_the_actor_which_releases_its_job(setup: Setup, image: Path) -> None:
+    """A new `workers --ray` on node_a (the last one gave up); SIGTERM while its worker runs a
+    job: the actor stops, the job goes back to the queue (the attempt not counted), exit 0."""
+    cli = setup.workers["node_a"] = _start_workers(
+        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root
+    )
+    hooks = setup.cluster.nodes["node_a"].hooks
+    (hooks / "park-step").write_text("1")
+    job = setup.submit(setup.server.upload(image), 50)
+    parked_pid = int(poll("node_a's worker parked", lambda: _read(hooks / "parked"), 120, setup.logs))
+    [worker] = [w for w in setup.server.health()["workers"] if w["pid"] == parked_pid]
+    assert (setup.node(worker["id"]), worker["current_job"]) == ("node_a", job)
+    cli.process.send_signal(signal.SIGTERM)
+    poll(
+        "the actor told to stop",
+        lambda: f"worker actor {worker['id']}: stopping" in cli.text(),
+        30,
+        setup.logs,
+    )
+    (hooks / "resume").touch()  # the parked step ends; the next one sees the shutdown
+    assert cli.process.wait(timeout=60) == 0, cli.text()
+    assert "stopped 1 worker actor(s)" in cli.text()
+    with setup.server.client() as c:
+        data = c.get(f"/api/v3/predictions/{job}/result").json()["data"]
+    assert (data["status"], data["attempts"], data["outputs"]) == ("created", 0, []), data
+    assert not _alive(parked_pid)
 
 
 def _read(path: Path) -> str | None:

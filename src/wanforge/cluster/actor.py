@@ -71,6 +71,7 @@ class WorkerActor:
     def stop(self, timeout_s: float) -> bool:
         """Stop claiming; a running job is released (it runs again elsewhere, its attempt not
         counted). True when the loop ended within `timeout_s`."""
+        log.info("worker actor %s: stopping (a running job is released)", self.loop.worker_id)
         self.stopped.set()
         self.loop.shutdown.set()
         self.thread.join(timeout_s)

@@ -1,5 +1,6 @@
 """Worker actors on a real two-node Ray cluster (`wanforge workers --ray`), one API process
-(`serve --no-workers`), the demo model, SQLite in a data directory both nodes share.
+(`serve --no-workers`), the demo model, a data directory both nodes share, and the store in it
+(SQLite), or on PostgreSQL when `WANFORGE_TEST_DATABASE_URL` is set (as in CI).
 
 - jobs spread over both nodes (each node's actor completes at least one);
 - a node killed (SIGKILL to its raylet) mid-generation: the job completes on the other node,
@@ -18,12 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
 
 from tests.cluster.ray_local import RayCluster, leftovers, two_node_cluster
 from tests.e2e.server import Server, running_server
@@ -41,6 +45,7 @@ ENV = {
     "WANFORGE_CONTENT_CHECKER": "none",  # not what these tests are about; it costs seconds a job
 }
 MAX_RESTARTS = 1
+POSTGRES_URL = os.environ.get("WANFORGE_TEST_DATABASE_URL")
 T = TypeVar("T")
 
 
@@ -70,6 +75,7 @@ class Setup:
     cluster: RayCluster
     server: Server
     workers: dict[str, Workers]  # node_a | node_b -> the CLI whose actor runs there
+    env: dict[str, str]  # the settings of the API process and the workers' CLIs
 
     def logs(self) -> str:
         texts = [f"--- workers on {name}\n{w.text()[-5000:]}" for name, w in self.workers.items()]
@@ -109,7 +115,7 @@ class Setup:
         return sorted((self.server.data_dir / "files" / "outputs").rglob("*.mp4"))
 
 
-def _start_workers(address: str, node: str, data_dir: Path, root: Path) -> Workers:
+def _start_workers(address: str, node: str, data_dir: Path, root: Path, env: dict[str, str]) -> Workers:
     log_path = root / f"workers-{node}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -131,7 +137,7 @@ def _start_workers(address: str, node: str, data_dir: Path, root: Path) -> Worke
                 "--data-dir",
                 str(data_dir),
             ],
-            env={**os.environ, **ENV, "RAY_DEDUP_LOGS": "0"},
+            env={**os.environ, **env, "RAY_DEDUP_LOGS": "0"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -158,23 +164,46 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@contextmanager
+def store_env() -> Iterator[dict[str, str]]:
+    """SQLite in the data directory ({}), or a fresh PostgreSQL database, dropped afterwards."""
+    if not POSTGRES_URL:
+        yield {}
+        return
+    name = f"wanforge_ray_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield {"WANFORGE_DATABASE_URL": make_url(POSTGRES_URL).set(database=name).render_as_string(False)}
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="module")
 def setup() -> Iterator[Setup]:
     root = Path(tempfile.mkdtemp(prefix="wf-ray-", dir="/tmp"))  # short: Ray's socket paths
     workers: dict[str, Workers] = {}
+    with store_env() as store:
+        yield from _setup(root, workers, {**ENV, **store})
+
+
+def _setup(root: Path, workers: dict[str, Workers], env: dict[str, str]) -> Iterator[Setup]:
 
     def start_workers(cluster: RayCluster) -> None:  # while node_b starts: actors wait for room
         for name in ("node_a", "node_b"):
-            workers[name] = _start_workers(cluster.address, name, root / "data", root)
+            workers[name] = _start_workers(cluster.address, name, root / "data", root, env)
 
     try:
         with (
-            running_server(root, "--no-workers", wait_ready=False, **ENV) as server,
+            running_server(root, "--no-workers", wait_ready=False, **env) as server,
             two_node_cluster(root, str(HOOKS), ENV, then=start_workers) as cluster,
         ):
             server.wait_up()
             try:
-                yield Setup(cluster, server, workers)
+                yield Setup(cluster, server, workers, env)
             finally:
                 for w in workers.values():
                     _stop_workers(w)
@@ -204,6 +233,7 @@ def test_jobs_spread_over_both_nodes(setup: Setup, image: Path) -> None:
     ran = {pid: _ran_once(setup, pid) for pid in ids}
     assert all(len(nodes) == 1 for nodes in ran.values()), (ran, setup.logs())
     assert {nodes[0] for nodes in ran.values()} == {"node_a", "node_b"}, ran
+    assert (setup.server.data_dir / "wanforge.db").exists() is (POSTGRES_URL is None)
 
 
 def test_a_node_killed_mid_generation_loses_nothing(setup: Setup, image: Path) -> None:
@@ -265,7 +295,7 @@ def test_sigterm_stops_the_actor_which_releases_its_job(setup: Setup, image: Pat
     """A new `workers --ray` on node_a (the last one gave up); SIGTERM while its worker runs a
     job: the actor stops, the job goes back to the queue (the attempt not counted), exit 0."""
     cli = setup.workers["node_a"] = _start_workers(
-        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root
+        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root, setup.env
     )
     hooks = setup.cluster.nodes["node_a"].hooks
     (hooks / "park-step").write_text("1")

@@ -5,7 +5,8 @@
 - jobs spread over both nodes (each node's actor completes at least one);
 - a node killed (SIGKILL to its raylet) mid-generation: the job completes on the other node,
   once, with one output;
-- an actor killed is restarted by Ray, up to `--max-restarts`, then given up for good.
+- an actor killed is restarted by Ray, up to `--max-restarts`, then given up for good;
+- SIGTERM to `workers --ray` stops its actors, each releasing its running job.
 """
 
 from __future__ import annotations
@@ -264,7 +265,11 @@ def test_a_node_killed_mid_generation_loses_nothing(setup: Setup, image: Path) -
     assert setup.workers["node_b"].process.poll() is None
 
 
-def test_a_killed_actor_is_restarted_by_ray_then_given_up(setup: Setup) -> None:
+def test_a_killed_actor_is_restarted_by_ray_and_sigterm_releases_its_job(setup: Setup, image: Path) -> None:
+    """SIGKILL to node_a's actor: Ray restarts it (a new worker, ready again). Then SIGTERM to
+    its CLI while that worker runs a job: the actor stops, the job goes back to the queue (the
+    attempt not counted), and the CLI exits 0."""
+
     def node_a_worker() -> dict[str, Any] | None:
         return next((w for w in setup.ready_workers() if setup.node(w["id"]) == "node_a"), None)
 
@@ -278,35 +283,19 @@ def test_a_killed_actor_is_restarted_by_ray_then_given_up(setup: Setup) -> None:
         setup.logs,
     )
     assert second["pid"] != first["pid"]
-    restarted = poll(
-        "the restart logged",
-        lambda: re.search(r"worker actor 0 restarted by Ray \(restart 1\): worker (\S+)", cli.text()),
-        30,
-        setup.logs,
-    )
-    assert restarted[1] == second["id"]
-    os.kill(second["pid"], signal.SIGKILL)  # its one restart (--max-restarts 1) is spent
-    assert cli.process.wait(timeout=60) == 1, cli.text()
-    assert "worker actor 0 died for good after 1 restart(s) (--max-restarts 1)" in cli.text()
-    assert "every worker actor died for good" in cli.text()
+    restarted = poll("the restart logged", lambda: RESTARTED.search(cli.text()), 30, setup.logs)
+    assert restarted.groups() == ("1", second["id"])
 
-
-def test_sigterm_stops_the_actor_which_releases_its_job(setup: Setup, image: Path) -> None:
-    """A new `workers --ray` on node_a (the last one gave up); SIGTERM while its worker runs a
-    job: the actor stops, the job goes back to the queue (the attempt not counted), exit 0."""
-    cli = setup.workers["node_a"] = _start_workers(
-        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root, setup.env
-    )
     hooks = setup.cluster.nodes["node_a"].hooks
     (hooks / "park-step").write_text("1")
     job = setup.submit(setup.server.upload(image), 50)
-    parked_pid = int(poll("node_a's worker parked", lambda: _read(hooks / "parked"), 120, setup.logs))
-    [worker] = [w for w in setup.server.health()["workers"] if w["pid"] == parked_pid]
-    assert (setup.node(worker["id"]), worker["current_job"]) == ("node_a", job)
+    assert (
+        int(poll("node_a's worker parked", lambda: _read(hooks / "parked"), 120, setup.logs)) == second["pid"]
+    )
     cli.process.send_signal(signal.SIGTERM)
     poll(
         "the actor told to stop",
-        lambda: f"worker actor {worker['id']}: stopping" in cli.text(),
+        lambda: f"worker actor {second['id']}: stopping" in cli.text(),
         30,
         setup.logs,
     )
@@ -316,7 +305,34 @@ def test_sigterm_stops_the_actor_which_releases_its_job(setup: Setup, image: Pat
     with setup.server.client() as c:
         data = c.get(f"/api/v3/predictions/{job}/result").json()["data"]
     assert (data["status"], data["attempts"], data["outputs"]) == ("created", 0, []), data
-    assert not _alive(parked_pid)
+    assert not _alive(second["pid"])
+
+
+def test_restarts_are_bounded(setup: Setup) -> None:
+    """A new CLI on node_a, `--max-restarts 1`: its actor killed twice (while it loads the
+    model) is restarted once, then given up for good; with no actor left the CLI exits 1."""
+    cli = setup.workers["node_a"] = _start_workers(
+        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root, setup.env
+    )
+    started = poll("the actor's worker logged", lambda: STARTED.search(cli.text()), 60, setup.logs)
+    os.kill(_pid_of(started[1]), signal.SIGKILL)
+    restarted = poll("the restart logged", lambda: RESTARTED.search(cli.text()), 60, setup.logs)
+    assert restarted[1] == "1" and restarted[2] != started[1]
+    os.kill(_pid_of(restarted[2]), signal.SIGKILL)  # its one restart (--max-restarts 1) is spent
+    assert cli.process.wait(timeout=60) == 1, cli.text()
+    assert f"worker actor 0 died for good after 1 restart(s) (--max-restarts {MAX_RESTARTS})" in cli.text()
+    assert "every worker actor died for good" in cli.text()
+
+
+STARTED = re.compile(r"worker actor 0: worker (\S+) on node")
+RESTARTED = re.compile(r"worker actor 0 restarted by Ray \(restart (\d+)\): worker (\S+)")
+
+
+def _pid_of(worker_id: str) -> int:
+    """`<host>-<pid>-ray<node>-<random>` -> pid."""
+    match = re.search(r"-(\d+)-ray[0-9a-f]{8}-[0-9a-f]{4}$", worker_id)
+    assert match, worker_id
+    return int(match[1])
 
 
 def _read(path: Path) -> str | None:

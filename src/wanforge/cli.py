@@ -214,7 +214,7 @@ def workers(
     ],
     count: Annotated[
         int | None,
-        typer.Option(min=1, help="worker actors to start [one per GPU the cluster reports]"),
+        typer.Option(min=1, help="worker actors to start (default: one per GPU the cluster reports)"),
     ] = None,
     cpus_per_worker: Annotated[
         float | None,

@@ -141,9 +141,13 @@ class RayWorkers:
     def stop(self, timeout_s: float) -> None:
         """Ask every actor that answers to stop (each releases its job), then kill them all
         (one down or waiting for room would only answer once Ray restarted it)."""
-        asks = [t.handle.stop.remote(timeout_s) for t in self.alive if t.info is not None and not t.down]
+        answering = [t for t in self.alive if t.info is not None and not t.down]
+        asks = [t.handle.stop.remote(timeout_s) for t in answering]
         if asks:
-            ray.wait(asks, num_returns=len(asks), timeout=timeout_s + 5)
+            done, _ = ray.wait(asks, num_returns=len(asks), timeout=timeout_s + 5)
+            for t, ask in zip(answering, asks, strict=True):
+                if ask not in done:
+                    log.warning("worker actor %d: no answer to stop within %.0f s", t.index, timeout_s + 5)
         for t in self.actors:
             try:
                 ray.kill(t.handle, no_restart=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from pathlib import Path
 from tests.e2e.server import free_port
 
 MARKER_ENV = "WANFORGE_TEST_RAY_CLUSTER"
-RAY = str(Path(sys.executable).with_name("ray"))
+# the `ray` command of this Python's environment (a venv's bin/), else the one on PATH
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray") or "ray"
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # Ray's floor is 75 MiB
 
 

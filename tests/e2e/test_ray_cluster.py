@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, make_url, text
 from tests.cluster.ray_local import RayCluster, leftovers, two_node_cluster
 from tests.e2e.server import Server, running_server
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'wanforge[ray]'; CI installs it)")
+pytest.importorskip("ray", reason="ray is not installed (pip install 'wanforge[ray]'; CI installs it)")
 
 pytestmark = pytest.mark.slow
 

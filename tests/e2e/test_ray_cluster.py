@@ -6,7 +6,8 @@
 - a node killed (SIGKILL to its raylet) mid-generation: the job completes on the other node,
   once, with one output;
 - an actor killed is restarted by Ray, up to `--max-restarts`, then given up for good;
-- SIGTERM to `workers --ray` stops its actors, each releasing its running job.
+- SIGTERM to `workers --ray` stops its actors, each releasing its running job; SIGKILL to it,
+  and Ray ends its actors.
 """
 
 from __future__ import annotations
@@ -322,6 +323,20 @@ def test_restarts_are_bounded(setup: Setup) -> None:
     assert cli.process.wait(timeout=60) == 1, cli.text()
     assert f"worker actor 0 died for good after 1 restart(s) (--max-restarts {MAX_RESTARTS})" in cli.text()
     assert "every worker actor died for good" in cli.text()
+
+
+def test_actors_end_with_a_killed_cli(setup: Setup) -> None:
+    """The actors belong to the CLI's Ray job: SIGKILL to the CLI, and Ray ends them (none is
+    left running jobs unsupervised; their jobs' leases run out)."""
+    cli = setup.workers["node_a"] = _start_workers(
+        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root, setup.env
+    )
+    started = poll("the actor's worker logged", lambda: STARTED.search(cli.text()), 60, setup.logs)
+    actor_pid = _pid_of(started[1])
+    assert _alive(actor_pid)
+    cli.process.kill()
+    assert cli.process.wait(timeout=10) == -signal.SIGKILL
+    poll("the actor ended by Ray", lambda: not _alive(actor_pid), 30, setup.logs)
 
 
 STARTED = re.compile(r"worker actor 0: worker (\S+) on node")

@@ -98,3 +98,18 @@ def test_the_trainer_never_loads_the_demo_model_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_only_the_cli_imports_the_cluster_package() -> None:
+    """`wanforge.cluster` (Ray worker actors) sits beside the worker: the CLI starts it, nothing
+    else (the API least of all) imports it, and nothing outside it imports ray."""
+    outside = [p for p in sorted(SRC.rglob("*.py")) if "cluster" not in p.relative_to(SRC).parts]
+    assert _offending([p for p in outside if p.name != "cli.py"], "wanforge.cluster") == {}
+    assert _offending(outside, "ray") == {}
+
+
+def test_the_cluster_package_stays_beside_the_worker() -> None:
+    files = sorted((SRC / "cluster").glob("*.py"))
+    assert files
+    for forbidden in ("wanforge.api", "wanforge.webhooks", "wanforge.cli", "torch"):
+        assert _offending(files, forbidden) == {}, forbidden

@@ -1,4 +1,4 @@
-"""The `wanforge` command: serve, worker, generate, train, keys."""
+"""The `wanforge` command: serve, worker, workers (Ray), generate, train, keys."""
 
 from __future__ import annotations
 
@@ -175,6 +175,117 @@ def worker(
     if parent := os.environ.get(PARENT_ENV):
         loop.watch_parent(int(parent))
     loop.run_forever()
+
+
+RAY_MISSING = "ray is not installed: pip install 'wanforge[ray]' (Ray 2.40 or later)"
+
+
+def _ray_error(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+def _reachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why `HOST:PORT` cannot be reached, or None. Checked before `ray.init`, which would retry
+    for a minute or more before failing."""
+    import socket
+
+    if address == "auto":  # on a node of the cluster: Ray finds it
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return f"--ray: expected HOST:PORT of the head node's GCS (ray start --head --port), got {address!r}"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"--ray: cannot reach the Ray cluster at {address}: {exc.strerror or exc}"
+
+
+@app.command()
+def workers(
+    ray_address: Annotated[
+        str,
+        typer.Option(
+            "--ray",
+            metavar="HOST:PORT",
+            help="the Ray head node's GCS address (ray start --head --port), or auto",
+        ),
+    ],
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, help="worker actors to start (default: one per GPU the cluster reports)"),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option("--cpus-per-worker", help="CPU-only workers with this many CPUs each (no GPU)"),
+    ] = None,
+    resources: Annotated[
+        str | None,
+        typer.Option(help="custom Ray resources each actor asks for, as JSON: '{\"gpu_node\": 1}'"),
+    ] = None,
+    max_restarts: Annotated[
+        int, typer.Option("--max-restarts", min=-1, help="restarts Ray makes of each actor (-1: no bound)")
+    ] = 5,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    model: ModelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Run worker actors on a Ray cluster (one per GPU), each claiming jobs from the store.
+
+    Every node needs wanforge installed, the store (PostgreSQL, or SQLite on one machine) and
+    the storage (S3, or the data directory on a shared path) reachable. Stays up watching the
+    actors; SIGTERM or Ctrl-C stops them, each releasing its running job."""
+    import signal
+    import threading
+
+    try:
+        from wanforge.cluster.supervisor import RayWorkers, cluster_resources, connect, disconnect
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray" and not (exc.name or "").startswith("ray."):
+            raise
+        raise _ray_error(RAY_MISSING) from None
+    from wanforge.cluster.placement import PlacementError, parse_resources, plan
+
+    settings = load_settings(
+        data_dir=data_dir, database_url=database_url, model=model, log_format=_value(log_format)
+    )
+    _logging(settings)
+    if problem := _reachable(ray_address):
+        raise _ray_error(problem)
+    _open_db(settings, worker=True).dispose()  # migrated once here, before any actor starts
+    try:
+        connect(ray_address)
+    except (ConnectionError, RuntimeError) as exc:
+        raise _ray_error(f"--ray: cannot join the Ray cluster at {ray_address}: {exc}") from None
+    try:
+        placement = plan(
+            cluster_resources(),
+            count=count,
+            cpus_per_worker=cpus_per_worker,
+            max_restarts=max_restarts,
+            resources=parse_resources(resources),
+        )
+    except PlacementError as exc:
+        disconnect()
+        raise _ray_error(str(exc)) from None
+    cluster = RayWorkers(settings, placement)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        typer.echo(f"signal {signum}: stopping the worker actors", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    cluster.start()
+    try:
+        code = cluster.watch(stop)
+    finally:
+        cluster.stop(timeout_s=settings.lease_s + 10)
+        disconnect()
+    raise typer.Exit(code)
 
 
 MAX_CLI_LORAS = 3

@@ -2,7 +2,8 @@
 
 `tests/e2e/test_recovery.py` starts a server with this folder first on `PYTHONPATH` and
 `WANFORGE_TEST_HOOKS=<dir>`; Python imports this file in every process it starts, and only
-worker processes (`python -m wanforge worker`) install the hooks:
+worker processes (`python -m wanforge worker`, or a Ray worker process of
+`tests/e2e/test_ray_cluster.py`, whose nodes each get their own `<dir>`) install the hooks:
 
 - `<dir>/park-load` present: the first worker to load the model takes the file, writes its pid
   to `<dir>/loading`, and waits there (to be killed) instead of loading.
@@ -77,5 +78,21 @@ def _install(hooks: Path) -> None:
     Engine.generate = parked_generate  # type: ignore[method-assign]
 
 
+def _install_on_load(hooks: Path) -> None:
+    """In a Ray worker process (an actor of `wanforge workers --ray`): install the hooks when a
+    worker loop loads its model, so Ray's other worker processes never import torch for them."""
+    from wanforge.worker import loop
+
+    build = loop._build_tasks
+
+    def hooked_build(settings: Any) -> Any:
+        _install(hooks)
+        return build(settings)
+
+    loop._build_tasks = hooked_build
+
+
 if os.environ.get("WANFORGE_TEST_HOOKS") and "worker" in sys.argv[1:2]:
     _install(Path(os.environ["WANFORGE_TEST_HOOKS"]))
+elif os.environ.get("WANFORGE_TEST_HOOKS") and sys.argv[0].endswith("default_worker.py"):
+    _install_on_load(Path(os.environ["WANFORGE_TEST_HOOKS"]))

@@ -395,6 +395,13 @@ class Settings(BaseSettings):
         pattern=r"^[0-9]+x[0-9]+$",
         description="training bucket area HEIGHTxWIDTH (multiples of 16), instead of the profile's",
     )
+    train_second_device: str = Field(
+        default="auto",
+        pattern=r"^(auto|off|cpu|cuda(:[0-9]+)?)$",
+        description="a second device on which the low-noise expert trains while the high-noise one "
+        "trains on the first, both at once: 'auto' = the worker's second visible GPU when it has "
+        "two or more; 'off'; or a device such as 'cuda:1'",
+    )
 
     @field_validator("train_frames")
     @classmethod

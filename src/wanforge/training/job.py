@@ -48,6 +48,7 @@ class TrainOptions:
     frames: int | None = None
     area: tuple[int, int] | None = None
     memory_limit_bytes: int | None = None
+    second_device: str = "off"  # `auto`, `off` or a device: see `parallel_device`
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrainOptions:
@@ -63,6 +64,7 @@ class TrainOptions:
             frames=settings.train_frames,
             area=None if area is None else (int(area.split("x")[0]), int(area.split("x")[1])),
             memory_limit_bytes=None if limit is None else int(limit * 1024**3),
+            second_device=settings.train_second_device,
         )
 
     def window_plan(self, profile: TrainingProfile) -> TrainingProfile:
@@ -70,6 +72,23 @@ class TrainOptions:
         return dataclasses.replace(
             profile, frames=self.frames or profile.frames, area=self.area or profile.area
         )
+
+
+def parallel_device(choice: str, primary: torch.device) -> torch.device | None:
+    """Where the low-noise expert trains while the high-noise one trains on `primary`, or None
+    (one after the other). `auto`: the next visible GPU when the worker sees two or more (a
+    worker given two GPUs: `CUDA_VISIBLE_DEVICES=0,1`, or a Ray actor with two)."""
+    if choice == "off":
+        return None
+    if choice == "auto":
+        count = torch.cuda.device_count() if primary.type == "cuda" else 0
+        if count < 2:
+            return None
+        return torch.device("cuda", ((primary.index or 0) + 1) % count)
+    device = torch.device(choice)
+    if device.type == "cuda" and device == torch.device("cuda", primary.index or 0):
+        raise ValueError(f"WANFORGE_TRAIN_SECOND_DEVICE names the model's own device ({device})")
+    return device
 
 
 @dataclass(frozen=True)
@@ -134,9 +153,15 @@ def train_from_zip(
     )
     if options.gradient_checkpointing != "auto":
         params = dataclasses.replace(params, gradient_checkpointing=options.gradient_checkpointing == "on")
+    second = parallel_device(options.second_device, loaded.device)
     with exclusive_placement(loaded):
         params = _preflight(
-            loaded, dataset.samples, params, memory_limit_bytes, auto=options.gradient_checkpointing == "auto"
+            loaded,
+            dataset.samples,
+            params,
+            memory_limit_bytes,
+            auto=options.gradient_checkpointing == "auto",
+            second_device=second,
         )
         result = train_lora(
             loaded.pipe,
@@ -148,6 +173,7 @@ def train_from_zip(
             should_cancel=should_cancel,
             device=loaded.device,
             dataset_info={"clips_used": report.clips_used, "windows": report.windows_total},
+            second_device=second,
         )
     return TrainedJob(report=report, result=result)
 
@@ -159,9 +185,12 @@ def _preflight(
     limit_bytes: int | None,
     *,
     auto: bool = False,
+    second_device: torch.device | None = None,
 ) -> TrainParams:
     """Refuse the job (`TrainingMemoryError`) when its estimated peak exceeds what is available;
-    with `auto`, first choose gradient checkpointing from the estimate. Returns the params to run."""
+    with `auto`, first choose gradient checkpointing from the estimate. Returns the params to run.
+    With `second_device` (parallel experts), the low-noise expert's device is checked too, and
+    the smaller of the two devices decides."""
     device = loaded.device
     modules = [m for m in loaded.pipe.components.values() if isinstance(m, torch.nn.Module)]
     # in the `gpu` memory mode the pipeline is resident now; the trainer parks it on the CPU
@@ -172,6 +201,10 @@ def _preflight(
         if t.device.type == device.type == "cuda"
     )
     available = available_bytes(device, resident, limit_bytes)
+    if second_device is not None:
+        other = available_bytes(second_device, 0, limit_bytes)
+        if other is not None:
+            available = other if available is None else min(available, other)
     spec = ModelSpec.from_transformer(loaded.pipe.transformer)
     window = largest_window(s.frames.shape for s in samples)
     overhead = CUDA_OVERHEAD_BYTES if device.type == "cuda" else 0

@@ -35,6 +35,7 @@ from wanforge.training.trainer import (
     ExpertTrainer,
     ProgressCallback,
     load_resume_state,
+    train_in_parallel,
     train_sequentially,
 )
 
@@ -162,6 +163,7 @@ def train_lora(
     should_cancel: CancelCheck | None = None,
     device: torch.device | str | None = None,
     dataset_info: Mapping[str, Any] | None = None,
+    second_device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train both experts' LoRAs (high noise, then low noise) and export them into `job_dir`.
 
@@ -169,6 +171,9 @@ def train_lora(
     exported as soon as it is done), export the experts that had finished in an earlier run.
     The pipeline is left as found: its experts without adapters and every module back on the
     device it came on. Raises `TrainingCancelled` when `should_cancel()` says so between steps.
+    With `second_device` (a worker's second GPU), the low-noise expert trains there while the
+    high-noise one trains on `device`, at the same time; each expert's steps are the ones it
+    would run alone (`trainer.train_in_parallel`).
     """
     params.validate()
     samples = list(dataset_samples)
@@ -199,15 +204,18 @@ def train_lora(
             t0 = time.monotonic()
             cache, metrics["cache_loaded"] = _cache(pipe, models, samples, job_dir, run_device)
             metrics["cache_s"] = time.monotonic() - t0
+            parallel = second_device is not None and len(pending) == 2
+            placed: dict[Expert, torch.device] = {e: run_device for e in EXPERTS}
+            if parallel and second_device is not None:
+                placed["low_noise"] = torch.device(second_device)
             trainers = [
-                ExpertTrainer(
-                    configs[e], models[e], cache, run_device, checkpoint_path(job_dir, e), resume[e]
-                )
+                ExpertTrainer(configs[e], models[e], cache, placed[e], checkpoint_path(job_dir, e), resume[e])
                 for e in pending
             ]
             for e in pending:
                 resume[e] = None  # the trainer holds it until it has restored it
-            metrics.update(_train_pending(trainers, exporter, on_progress, should_cancel))
+            metrics.update(_train_pending(trainers, exporter, on_progress, should_cancel, parallel=parallel))
+            metrics["parallel_experts"] = parallel
         for e in EXPERTS:
             finished = resume[e]
             if e not in pending and finished is not None:
@@ -250,9 +258,13 @@ def _train_pending(
     exporter: _Exporter,
     on_progress: ProgressCallback | None,
     should_cancel: CancelCheck | None,
+    *,
+    parallel: bool = False,
 ) -> dict[str, Any]:
-    """Stage 2: train each unfinished expert in turn, exporting each as soon as it finishes."""
-    timing = train_sequentially(
+    """Stage 2: train each unfinished expert, in turn or both at once on their own devices,
+    exporting each as soon as it finishes."""
+    schedule = train_in_parallel if parallel else train_sequentially
+    timing = schedule(
         trainers,
         on_progress,
         should_cancel,

@@ -3,7 +3,8 @@
 An `ExpertTrainer` owns everything about one expert's run (its transformer, LoRA, AdamW
 state, random generator, step and checkpoint file) and shares nothing with the other expert
 except the read-only latent cache. `train_sequentially` trains them one after the other on one
-device, keeping only the active expert there; two devices could run the two trainers at once.
+device, keeping only the active expert there; `train_in_parallel` trains both at once, each on its
+own device (a worker with two GPUs).
 
 One step: draw clips, caption dropout, a timestep on the expert's side of the boundary and the
 noise from the expert's own CPU generator (so that runs are reproducible on any device and a
@@ -14,6 +15,7 @@ checkpoint can restore the stream), build `x_t = (1 - sigma) x0 + sigma noise`, 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -356,4 +358,67 @@ def train_sequentially(
         }
         if on_finished is not None:
             on_finished(trainer)
+    return timing
+
+
+def train_in_parallel(
+    trainers: Sequence[ExpertTrainer],
+    on_progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+    on_finished: Callable[[ExpertTrainer], None] | None = None,
+) -> dict[Expert, dict[str, float]]:
+    """Train the unfinished experts at the same time, each in its own thread on its own device
+    (`trainer.device`: two GPUs of one worker). The trainers share nothing but the read-only
+    latent cache, so each runs exactly the steps it would run alone; torch releases the GIL in
+    its kernels, so the devices work at once. Progress reports are serialised; a cancel, or an
+    error in either thread, stops both between steps and is raised here once both have stopped.
+    Returns per-expert timing for this session, as `train_sequentially` does."""
+    active = [t for t in trainers if not t.done]
+    cuda = [t.device for t in active if t.device.type == "cuda"]
+    if len(set(cuda)) < len(cuda):
+        raise ValueError(f"parallel experts need a device each, got {[str(d) for d in cuda]}")
+    for trainer in trainers:
+        move_to(trainer.transformer, "cpu")
+    stop = threading.Event()
+    report = threading.Lock()
+    errors: list[BaseException] = []
+    timing: dict[Expert, dict[str, float]] = {}
+
+    def run(trainer: ExpertTrainer) -> None:
+        started, first_step = time.monotonic(), trainer.step
+        try:
+            trainer.activate()
+            try:
+                while not trainer.done and not stop.is_set():
+                    if should_cancel is not None and should_cancel():
+                        raise TrainingCancelled(f"cancelled at {trainer.expert} step {trainer.step}")
+                    loss = trainer.train_step()
+                    if on_progress is not None:
+                        rate = (time.monotonic() - started) / (trainer.step - first_step)
+                        with report:
+                            eta = max(rate * (t.config.steps - t.step) for t in active)
+                            on_progress(
+                                TrainProgress(trainer.expert, trainer.step, trainer.config.steps, loss, eta)
+                            )
+            finally:
+                trainer.deactivate()
+            seconds = time.monotonic() - started
+            timing[trainer.expert] = {
+                "seconds": seconds,
+                "steps_run": float(trainer.step - first_step),
+                "steps_per_s": (trainer.step - first_step) / seconds if seconds > 0 else 0.0,
+            }
+            if trainer.done and on_finished is not None:
+                on_finished(trainer)
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(t,), name=f"train-{t.expert}") for t in active]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:  # a cancel first: the other thread's stop is its consequence
+        raise next((e for e in errors if isinstance(e, TrainingCancelled)), errors[0])
     return timing

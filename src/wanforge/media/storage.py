@@ -213,13 +213,19 @@ class LocalStorage:
         return len(sweep_unfinished(self.root, older_than_s, now))
 
     def delete(self, key: str) -> bool:
-        """Remove ``key``; return whether it existed. Empty token folders are pruned."""
+        """Remove ``key``; return whether it existed. The folders it leaves empty are pruned, up
+        to its top-level one (``outputs/<token>/``, ``jobs/<id>/checkpoints/``...)."""
         target = self.path(key)
         try:
             target.unlink()
         except (FileNotFoundError, NotADirectoryError):
             return False
-        if target.parent != self.root.resolve():
-            with contextlib.suppress(OSError):  # not empty, or already gone: both fine
-                target.parent.rmdir()
+        root = self.root.resolve()
+        folder = target.parent
+        while folder != root and folder.parent != root:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or already gone: both fine
+                break
+            folder = folder.parent
         return True

@@ -208,8 +208,18 @@ class WorkerLoop:
         self._count(row, ctx, time.monotonic() - started if recorded else None)
         if recorded:
             shutil.rmtree(job_dir, ignore_errors=True)
+            self._drop_scratch(row, ctx)
         with contextlib.suppress(Exception):
             touch(self.db, self.worker_id, None)
+
+    def _drop_scratch(self, row: Prediction, ctx: JobContext) -> None:
+        """Delete the job's scratch in storage: it has ended, no attempt will need it. Best effort
+        (an orphan left by an outage costs space, nothing else)."""
+        for key in ctx.scratch_keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                log.warning("job %s: scratch %s not deleted from storage", row.id, key, exc_info=True)
 
     def _count(self, row: Prediction, ctx: JobContext, job_s: float | None) -> None:
         """Add this attempt to the store's /metrics counts: its denoising steps, and (when its

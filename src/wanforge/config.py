@@ -309,6 +309,14 @@ class Settings(BaseSettings):
         default="text", description="'json': one JSON object per log line, with the prediction id"
     )
 
+    # --- LoRA affinity at claim (issue 9; docs/architecture.md#placement)
+    affinity_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a worker takes a queued job using a LoRA it holds loaded before older jobs, "
+        "unless the oldest has waited longer than this (then strict FIFO); 0 = affinity off",
+    )
+
     @property
     def retention_s(self) -> float | None:
         """The retention window in seconds; None when everything is kept."""

@@ -22,6 +22,7 @@ from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
 from wanforge.store.workers import host_label, report_state, touch
 from wanforge.vocabulary import ErrorCode, WorkerState
+from wanforge.worker.affinity import HeldLoras
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
 from wanforge.worker.gpu import gpu_memory
 from wanforge.worker.lease import Lease, StopReason
@@ -143,11 +144,7 @@ class WorkerLoop:
                 if time.monotonic() - last_touch > self.settings.worker_touch_s:
                     touch(self.db, self.worker_id, None, gpu_memory())
                     last_touch = time.monotonic()
-                row = (
-                    jobs.claim_next(self.db, self.worker_id, self.settings.lease_s, tuple(self.tasks))
-                    if ok
-                    else None
-                )
+                row = self.claim() if ok else None
             except Exception:  # the store is locked or unreachable: wait and try again
                 failures += 1
                 log.warning("worker %s: store unavailable (%d)", self.worker_id, failures, exc_info=True)
@@ -163,6 +160,19 @@ class WorkerLoop:
                 break
         with contextlib.suppress(Exception):
             report_state(self.db, self.worker_id, WorkerState.STOPPED, model=self.settings.model)
+
+    def claim(self) -> Prediction | None:
+        """The next job this worker runs: the oldest it can run, or one using a LoRA it holds
+        loaded while the oldest has waited at most `affinity_wait_s` (`jobs.claim_next`)."""
+        held: HeldLoras | None = getattr(self.tasks, "held_loras", None)  # tasks.TaskTable's
+        return jobs.claim_next(
+            self.db,
+            self.worker_id,
+            self.settings.lease_s,
+            tuple(self.tasks),
+            prefer=held.identities() if held is not None else frozenset(),
+            affinity_wait_s=self.settings.affinity_wait_s,
+        )
 
     def run_job(self, row: Prediction) -> None:
         """Run one claimed job and record its outcome, unless another worker took it over.

@@ -5,6 +5,8 @@ Every wait is measured on the database's clock; `now` stands in for it here (no 
 
 from __future__ import annotations
 
+import re
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -130,10 +132,9 @@ def test_training_jobs_name_no_lora(db: Database) -> None:
     assert _claim(db, "w1", 5, frozenset({A})) == train
 
 
-@pytest.mark.parametrize("wait_s", [-1.0])
-def test_a_negative_wait_is_refused(db: Database, wait_s: float) -> None:
-    with pytest.raises(ValueError, match="affinity_wait_s must be >= 0"):
-        _claim(db, "w1", 0, frozenset({A}), wait_s=wait_s)
+def test_a_negative_wait_is_refused(db: Database) -> None:
+    with pytest.raises(ValueError, match=re.escape("affinity_wait_s must be >= 0, got -1.0")):
+        _claim(db, "w1", 0, frozenset({A}), wait_s=-1.0)
 
 
 def test_waits_are_measured_on_the_database_clock(db: Database) -> None:
@@ -171,3 +172,21 @@ def test_waits_are_measured_on_the_database_clock(db: Database) -> None:
     )
     row = jobs.claim_next(db, "w1", 600, ("generate",), prefer=frozenset({A}), affinity_wait_s=WAIT_S)
     assert row is not None and row.id == old.id
+
+
+def test_concurrent_preferring_workers_never_share_a_job(db: Database) -> None:
+    ids = {_job(db, i * 0.01, A if i % 2 else B) for i in range(20)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def grab(worker: str) -> None:
+        while (pid := _claim(db, worker, 5, frozenset({A}))) is not None:
+            with lock:
+                claimed.append(pid)
+
+    threads = [threading.Thread(target=grab, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(ids)

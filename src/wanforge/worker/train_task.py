@@ -25,6 +25,7 @@ from wanforge.training.run import TrainParams
 from wanforge.training.trainer import TrainingCancelled, TrainProgress
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
+from wanforge.worker.lease import StopReason
 
 
 def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
@@ -56,7 +57,9 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
     def on_progress(p: TrainProgress) -> None:
         # on the training thread, after the step that may have written a checkpoint: its upload
         # (at the profile's `checkpoint_every`) holds the next step back for that long
-        stored.push_changed(warn=ctx.progress.log)
+        # (not once another worker owns the job: its checkpoints are the ones that count now)
+        if ctx.lease.reason is not StopReason.LEASE_LOST:
+            stored.push_changed(warn=ctx.progress.log)
         ctx.progress.report(
             f"training {p.expert}",
             p.step,

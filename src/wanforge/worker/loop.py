@@ -26,6 +26,7 @@ from wanforge.worker.affinity import HeldLoras
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
 from wanforge.worker.gpu import gpu_memory
 from wanforge.worker.lease import Lease, StopReason
+from wanforge.worker.orphans import sweep_orphaned_scratch
 from wanforge.worker.progress import ProgressReporter
 from wanforge.worker.retry import TRANSIENT_STORE_ERRORS, StoreUnavailable, retry_store
 from wanforge.worker.scrub import is_storage_error, scrub_paths, storage_problem
@@ -124,7 +125,8 @@ class WorkerLoop:
             thread.join(timeout=5)
 
     def sweep(self) -> None:
-        """Remove unfinished writes a killed worker left in storage (older than `stale_tmp_s`)."""
+        """Remove unfinished writes a killed worker left in storage (older than `stale_tmp_s`),
+        and the scratch of jobs that ended without their worker deleting it (`worker/orphans.py`)."""
         try:
             removed = self.storage.sweep_unfinished(self.settings.stale_tmp_s, time.time())
         except OSError:
@@ -132,6 +134,15 @@ class WorkerLoop:
             return
         if removed:
             log.info("worker %s: removed %d unfinished write(s) from storage", self.worker_id, removed)
+        try:
+            removed = sweep_orphaned_scratch(self.db, self.storage)
+        except Exception:  # storage or store unavailable: the next start tries again
+            log.warning("worker %s: sweep of ended jobs' scratch failed", self.worker_id, exc_info=True)
+            return
+        if removed:
+            log.info(
+                "worker %s: removed %d file(s) of ended jobs' scratch from storage", self.worker_id, removed
+            )
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         self.sweep()

@@ -357,6 +357,14 @@ class Settings(BaseSettings):
     def _blank_upscaler_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    # --- LoRA affinity at claim (issue 9; docs/architecture.md#placement)
+    affinity_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a worker takes a queued job using a LoRA it holds loaded before older jobs, "
+        "unless the oldest has waited longer than this (then strict FIFO); 0 = affinity off",
+    )
+
     @property
     def retention_s(self) -> float | None:
         """The retention window in seconds; None when everything is kept."""

@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import time
 
+from sqlalchemy import update
+
 from wanforge.config import Settings
+from wanforge.media.keys import job_scratch_key
 from wanforge.media.storage import LocalStorage
+from wanforge.store import jobs
 from wanforge.store.db import Database
+from wanforge.store.tables import Prediction
+from wanforge.vocabulary import Status
 from wanforge.worker.loop import WorkerLoop
 
 
@@ -32,3 +38,36 @@ def test_starting_worker_sweeps_stale_temporary_files_only(settings: Settings, d
     assert not stale.exists()
     assert live.exists() and lookalike.exists()
     assert storage.read_bytes(kept_key) == b"done"
+
+
+def test_starting_worker_removes_the_scratch_of_ended_jobs_only(settings: Settings, db: Database) -> None:
+    """Scratch whose job ended without its worker deleting it (cancelled while queued after an
+    attempt, failed by the store, gone) is removed; a queued or running job's is kept."""
+    storage = LocalStorage(settings.storage_dir)
+
+    def job(status: Status | None) -> list[str]:
+        job_id = jobs.new_id()
+        if status is not None:
+            row = jobs.create_prediction(
+                db, model="m", kind="train", input={}, server_base="http://h", max_attempts=1
+            )
+            job_id = row.id
+            with db.session() as s:
+                s.execute(update(Prediction).where(Prediction.id == job_id).values(status=status))
+        keys = [job_scratch_key(job_id, "checkpoints", f"{e}-0123456789abcdef.pt") for e in ("high", "low")]
+        for key in keys:
+            storage.put_bytes(key, b"ckpt")
+        return keys
+
+    kept = [*job(Status.CREATED), *job(Status.PROCESSING)]
+    swept = [*job(Status.CANCELLED), *job(Status.FAILED), *job(Status.COMPLETED), *job(None)]
+    output = storage.new_key("outputs", "v.mp4")
+    storage.put_bytes(output, b"done")
+
+    loop = WorkerLoop(settings, db, loader=lambda _s: {})
+    loop.shutdown.set()
+    loop.run_forever()
+    assert [storage.exists(k) for k in kept] == [True] * len(kept)
+    assert [storage.exists(k) for k in swept] == [False] * len(swept)
+    assert sorted(storage.list_keys("jobs")) == sorted(kept)
+    assert storage.exists(output)

@@ -27,6 +27,7 @@ from wanforge.api.wire import (
     UploadTicketIn,
 )
 from wanforge.media.errors import MediaError, StorageUnavailable, TooLarge
+from wanforge.media.keys import is_scratch_key
 from wanforge.predictions import file_url, iso
 from wanforge.store import retention, uploads
 from wanforge.store.tables import Upload
@@ -237,6 +238,8 @@ def get_file(
 
     Images and videos are served inline, anything else as an attachment; HTML, SVG and scripts
     as `application/octet-stream`; always with `X-Content-Type-Options: nosniff`."""
+    if is_scratch_key(key):  # a job's scratch (training checkpoints) is the workers' own
+        raise ApiError(404, "file not found")
     try:
         name = key.rsplit("/", 1)[-1]
         media_type, disposition = served_type(name)

@@ -413,3 +413,10 @@ def _add_deltas(
             originals.append((param, original))
             param.data.copy_((original.float() + delta.to(param.device)).to(param.dtype))
     return originals
+
+
+def held_files(cache: AdapterCache) -> frozenset[str]:
+    """The sha256 of each LoRA file `cache` holds loaded (into either expert), read-only: what a
+    worker tells the store it would rather run next (LoRA affinity, `wanforge.store.affinity`).
+    An adapter someone else removed from the model (training's ``unload_lora``) is not held."""
+    return frozenset(key[0] for key, entry in cache._entries.items() if cache._present(entry))

@@ -6,6 +6,10 @@ media URLs in requests), so validation is an allow-list rather than a deny-list:
 must match ``[A-Za-z0-9_-][A-Za-z0-9._-]*``. That alone refuses ``..``, ``.``, empty parts,
 absolute paths, backslashes, drive letters, NUL bytes and hidden (dot) files, which is where
 the stores keep their temporary files.
+
+A job's scratch (a training job's checkpoints) lives under ``jobs/<prediction id>/...``: a fixed
+key every node can find again, made only by :func:`job_scratch_key`, and never served by
+``GET /files/...`` (:func:`is_scratch_key`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from wanforge.media.errors import MediaError
 __all__ = [
     "MAX_FILENAME_CHARS",
     "MAX_KEY_CHARS",
+    "SCRATCH_PREFIX",
+    "is_scratch_key",
+    "job_scratch_key",
     "make_key",
     "safe_filename",
     "validate_key",
@@ -28,6 +35,7 @@ MAX_KEY_CHARS = 1024
 MAX_PART_CHARS = 255
 MAX_FILENAME_CHARS = 100
 MAX_EXTENSION_CHARS = 10
+SCRATCH_PREFIX = "jobs"
 
 _PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
@@ -95,3 +103,20 @@ def make_key(prefix: str, filename: str) -> str:
     validate_key(prefix)
     key = f"{prefix}/{secrets.token_urlsafe(24)}/{safe_filename(filename)}"
     return validate_key(key)
+
+
+def job_scratch_key(job_id: str, *parts: str) -> str:
+    """The fixed key ``jobs/<job_id>/<parts...>`` of a job's scratch, e.g. its checkpoints.
+
+    Each of ``job_id`` and ``parts`` must be one valid key segment (no ``/``), so a job's scratch
+    can never land outside its own folder, nor in another job's.
+    """
+    for part in (job_id, *parts):
+        if "/" in part or not _PART.fullmatch(part) or len(part) > MAX_PART_CHARS:
+            raise MediaError(f"job scratch key segment {_shown(part)} is not one safe key segment")
+    return validate_key("/".join((SCRATCH_PREFIX, job_id, *parts)))
+
+
+def is_scratch_key(key: str) -> bool:
+    """Whether ``key`` is a job's scratch (workers' own; never served to clients)."""
+    return key.split("/", 1)[0] == SCRATCH_PREFIX

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -57,6 +57,11 @@ class Storage(Protocol):
     def path(self, key: str) -> Path: ...
 
     def sweep_unfinished(self, older_than_s: float, now: float) -> int: ...
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every stored key under the folder ``prefix`` (a valid key), in no particular order;
+        unfinished writes are not keys. For housekeeping (the sweep of jobs' scratch)."""
+        ...
 
     def presigned_url(
         self,
@@ -212,14 +217,30 @@ class LocalStorage:
             return 0
         return len(sweep_unfinished(self.root, older_than_s, now))
 
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every stored key under the folder ``prefix``; hidden (temporary) files are skipped."""
+        folder = self.path(prefix)
+        root = self.root.resolve()
+        for parent, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if not name.startswith("."):
+                    yield (Path(parent) / name).relative_to(root).as_posix()
+
     def delete(self, key: str) -> bool:
-        """Remove ``key``; return whether it existed. Empty token folders are pruned."""
+        """Remove ``key``; return whether it existed. The folders it leaves empty are pruned, up
+        to its top-level one (``outputs/<token>/``, ``jobs/<id>/checkpoints/``...)."""
         target = self.path(key)
         try:
             target.unlink()
         except (FileNotFoundError, NotADirectoryError):
             return False
-        if target.parent != self.root.resolve():
-            with contextlib.suppress(OSError):  # not empty, or already gone: both fine
-                target.parent.rmdir()
+        root = self.root.resolve()
+        folder = target.parent
+        while folder != root and folder.parent != root:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or already gone: both fine
+                break
+            folder = folder.parent
         return True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -217,6 +217,15 @@ class S3Storage:
             return False
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._name(key))
         return True
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every stored key under the folder ``prefix`` (listed a page of 1000 at a time)."""
+        folder = self._name(prefix) + "/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call(prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=folder)))
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"][len(self.prefix) :]
 
     def sweep_unfinished(self, older_than_s: float, now: float) -> int:
         """Abort multipart uploads under the prefix begun over ``older_than_s`` ago (a writer

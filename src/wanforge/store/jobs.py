@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 
+from wanforge.store.affinity import AFFINITY_WINDOW, Queued, input_lora_ids, preferred
 from wanforge.store.clock import at
 from wanforge.store.db import Database, is_row_id, utcnow
 from wanforge.store.quotas import Limits, admit
@@ -93,6 +94,7 @@ def create_prediction(
         webhook_state=WebhookState.PENDING if webhook_url else WebhookState.NONE,
         webhook_attempts=0,
         webhook_error="",
+        lora_ids=input_lora_ids(input) or None,
     )
     with db.session() as s:
         if limits is not None and api_key_id is not None:
@@ -179,20 +181,40 @@ def _claim_values(worker_id: str, lease_s: float, now: datetime | None) -> dict[
 
 
 def claim_next(
-    db: Database, worker_id: str, lease_s: float, kinds: tuple[str, ...], now: datetime | None = None
+    db: Database,
+    worker_id: str,
+    lease_s: float,
+    kinds: tuple[str, ...],
+    now: datetime | None = None,
+    *,
+    prefer: frozenset[str] = frozenset(),
+    affinity_wait_s: float = 0.0,
 ) -> Prediction | None:
     """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds
     of the database's clock (`now`: a test's stand-in for it, so expiry is tested without sleeping).
 
+    LoRA affinity (`wanforge.store.affinity`): with `prefer` (the identities of the LoRAs this
+    worker holds loaded) and `affinity_wait_s` > 0, the oldest of the `AFFINITY_WINDOW` oldest
+    runnable jobs that names one of them is taken instead, unless the oldest runnable job has
+    waited longer than `affinity_wait_s` by the database's clock: then strict FIFO, so no job
+    waits much past that for a worker to prefer it.
+
     PostgreSQL: one statement; `FOR UPDATE SKIP LOCKED` lets concurrent workers pass over the row
-    another is taking instead of queueing behind it. SQLite (one writer at a time, no SKIP
-    LOCKED): pick, then compare-and-set, retried when another worker won the row."""
+    another is taking instead of queueing behind it (the preferred job: one unlocked read of the
+    window's short columns, then one such statement for that row alone). SQLite (one writer at a
+    time, no SKIP LOCKED): pick, then compare-and-set, retried when another worker won the row."""
+    if affinity_wait_s < 0:
+        raise ValueError(f"affinity_wait_s must be >= 0, got {affinity_wait_s}")
     _settle_abandoned(db, now)
     runnable = (
         _claimable(at(now)),
         Prediction.kind.in_(kinds),
         Prediction.cancel_requested.is_(False),
     )
+    if prefer and affinity_wait_s > 0:
+        chosen = _preferred_job(db, runnable, prefer, affinity_wait_s, now)
+        if chosen is not None and (row := _take(db, chosen, runnable, worker_id, lease_s, now)) is not None:
+            return row
     oldest = select(Prediction.id).where(*runnable).order_by(Prediction.created_at).limit(1)
     if db.engine.dialect.name == "postgresql":
         with db.session() as s:
@@ -206,16 +228,69 @@ def claim_next(
     for _ in range(5):
         with db.session() as s:
             candidate = s.scalars(oldest).first()
-            if candidate is None:
-                return None
-            claimed = s.execute(
-                update(Prediction)
-                .where(Prediction.id == candidate, _claimable(at(now)))
-                .values(_claim_values(worker_id, lease_s, now))
-            ).rowcount  # type: ignore[attr-defined]
-        if claimed == 1:
-            return get_prediction(db, candidate)
+        if candidate is None:
+            return None
+        if (row := _take(db, candidate, runnable, worker_id, lease_s, now)) is not None:
+            return row
     return None
+
+
+def _preferred_job(
+    db: Database,
+    runnable: tuple[Any, ...],
+    prefer: frozenset[str],
+    affinity_wait_s: float,
+    now: datetime | None,
+) -> str | None:
+    """The job LoRA affinity takes out of turn, if any (see `affinity.preferred`); reads the
+    window's ids, ages and LoRA identities, and the database's clock, without locking anything."""
+    with db.session() as s:
+        rows = s.execute(
+            select(Prediction.id, Prediction.created_at, Prediction.lora_ids, at(now).label("clock"))
+            .where(*runnable)
+            .order_by(Prediction.created_at)
+            .limit(AFFINITY_WINDOW)
+        ).all()
+    if not rows:
+        return None
+    queued = [Queued(r.id, r.created_at, r.lora_ids) for r in rows]
+    return preferred(queued, prefer, affinity_wait_s, rows[0].clock)
+
+
+def _take(
+    db: Database,
+    prediction_id: str,
+    runnable: tuple[Any, ...],
+    worker_id: str,
+    lease_s: float,
+    now: datetime | None,
+) -> Prediction | None:
+    """Claim the job `prediction_id` if it is still runnable; None when another worker has it.
+
+    PostgreSQL: one statement that locks that row alone, skipping it when another worker holds
+    it. SQLite: a compare-and-set."""
+    if db.engine.dialect.name == "postgresql":
+        locked = (
+            select(Prediction.id)
+            .where(Prediction.id == prediction_id, *runnable)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        with db.session() as s:
+            return s.scalars(
+                update(Prediction)
+                .where(Prediction.id == locked)
+                .values(_claim_values(worker_id, lease_s, now))
+                .returning(Prediction)
+                .execution_options(synchronize_session=False)
+            ).first()
+    with db.session() as s:
+        claimed = s.execute(
+            update(Prediction)
+            .where(Prediction.id == prediction_id, *runnable)
+            .values(_claim_values(worker_id, lease_s, now))
+        ).rowcount  # type: ignore[attr-defined]
+    return get_prediction(db, prediction_id) if claimed == 1 else None
 
 
 def _owned(prediction_id: str, worker_id: str) -> Any:

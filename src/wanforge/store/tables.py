@@ -48,6 +48,8 @@ class Prediction(Base):
     webhook_error: Mapped[str] = mapped_column(Text, default="", server_default="")
     # when the retention sweep removed its outputs (WANFORGE_RETENTION_DAYS); None = not swept
     expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # the LoRAs its input names (store/affinity.py): a worker holding one prefers the job; None = none
+    lora_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_predictions_webhook", "webhook_state", "webhook_next_at"),

@@ -44,6 +44,9 @@ class JobContext:
     job_dir: Path
     # seconds each denoising step took (for /metrics; the worker adds them to the store's counts)
     step_seconds: list[float] = field(default_factory=list)
+    # storage keys of the job's scratch (a training job's stored checkpoints): they outlive an
+    # attempt, for the next one on any node, and are deleted once the job's outcome is recorded
+    scratch_keys: list[str] = field(default_factory=list)
 
     def remember(self, facts: dict[str, Any]) -> None:
         """Merge facts into the prediction's result now, before the work is done.

@@ -22,14 +22,17 @@ from wanforge.media.errors import MediaError
 from wanforge.media.images import decode_image
 from wanforge.safety.checker import ContentChecker
 from wanforge.vocabulary import ErrorCode
+from wanforge.worker.affinity import HeldLoras
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
 from wanforge.worker.distill import DISTILL_NAMES, distill_loras
 from wanforge.worker.expansion import prompt_for
-from wanforge.worker.lora_sources import ResolvedLoras, resolve_loras
+from wanforge.worker.lora_sources import ResolvedLoras, requested, resolve_loras
 from wanforge.worker.moderation import screen_input, screen_output
 
 
-def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None = None) -> TaskOutcome:
+def run_generate(
+    ctx: JobContext, engine: Engine, checker: ContentChecker | None = None, held: HeldLoras | None = None
+) -> TaskOutcome:
     spec = get_model(ctx.prediction.model)
     inp = (
         spec.input_model.model_validate(ctx.prediction.input, context=STORED_INPUT)
@@ -63,6 +66,11 @@ def run_generate(ctx: JobContext, engine: Engine, checker: ContentChecker | None
     if isinstance(inp, I2VLoraInput) and any((inp.loras, inp.high_noise_loras, inp.low_noise_loras)):
         ctx.progress.report("fetching loras", 0, 1, force=True, seed=seed)
         loras = resolve_loras(ctx, inp)
+        if held is not None:  # the paths this worker will hold loaded (LoRA affinity at claim)
+            held.note(
+                (entry.path, r.request.sha256)
+                for (_, entry, _), r in zip(requested(inp), loras.loras, strict=True)
+            )
 
     request = GenerationRequest(
         image=image,

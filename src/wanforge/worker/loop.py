@@ -22,9 +22,11 @@ from wanforge.store.db import Database
 from wanforge.store.tables import Prediction
 from wanforge.store.workers import host_label, report_state, touch
 from wanforge.vocabulary import ErrorCode, WorkerState
+from wanforge.worker.affinity import HeldLoras
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
 from wanforge.worker.gpu import gpu_memory
 from wanforge.worker.lease import Lease, StopReason
+from wanforge.worker.orphans import sweep_orphaned_scratch
 from wanforge.worker.progress import ProgressReporter
 from wanforge.worker.retry import TRANSIENT_STORE_ERRORS, StoreUnavailable, retry_store
 from wanforge.worker.scrub import is_storage_error, scrub_paths, storage_problem
@@ -123,7 +125,8 @@ class WorkerLoop:
             thread.join(timeout=5)
 
     def sweep(self) -> None:
-        """Remove unfinished writes a killed worker left in storage (older than `stale_tmp_s`)."""
+        """Remove unfinished writes a killed worker left in storage (older than `stale_tmp_s`),
+        and the scratch of jobs that ended without their worker deleting it (`worker/orphans.py`)."""
         try:
             removed = self.storage.sweep_unfinished(self.settings.stale_tmp_s, time.time())
         except OSError:
@@ -131,6 +134,15 @@ class WorkerLoop:
             return
         if removed:
             log.info("worker %s: removed %d unfinished write(s) from storage", self.worker_id, removed)
+        try:
+            removed = sweep_orphaned_scratch(self.db, self.storage)
+        except Exception:  # storage or store unavailable: the next start tries again
+            log.warning("worker %s: sweep of ended jobs' scratch failed", self.worker_id, exc_info=True)
+            return
+        if removed:
+            log.info(
+                "worker %s: removed %d file(s) of ended jobs' scratch from storage", self.worker_id, removed
+            )
 
     def run_forever(self, *, max_jobs: int | None = None) -> None:
         self.sweep()
@@ -143,11 +155,7 @@ class WorkerLoop:
                 if time.monotonic() - last_touch > self.settings.worker_touch_s:
                     touch(self.db, self.worker_id, None, gpu_memory())
                     last_touch = time.monotonic()
-                row = (
-                    jobs.claim_next(self.db, self.worker_id, self.settings.lease_s, tuple(self.tasks))
-                    if ok
-                    else None
-                )
+                row = self.claim() if ok else None
             except Exception:  # the store is locked or unreachable: wait and try again
                 failures += 1
                 log.warning("worker %s: store unavailable (%d)", self.worker_id, failures, exc_info=True)
@@ -163,6 +171,19 @@ class WorkerLoop:
                 break
         with contextlib.suppress(Exception):
             report_state(self.db, self.worker_id, WorkerState.STOPPED, model=self.settings.model)
+
+    def claim(self) -> Prediction | None:
+        """The next job this worker runs: the oldest it can run, or one using a LoRA it holds
+        loaded while the oldest has waited at most `affinity_wait_s` (`jobs.claim_next`)."""
+        held: HeldLoras | None = getattr(self.tasks, "held_loras", None)  # tasks.TaskTable's
+        return jobs.claim_next(
+            self.db,
+            self.worker_id,
+            self.settings.lease_s,
+            tuple(self.tasks),
+            prefer=held.identities() if held is not None else frozenset(),
+            affinity_wait_s=self.settings.affinity_wait_s,
+        )
 
     def run_job(self, row: Prediction) -> None:
         """Run one claimed job and record its outcome, unless another worker took it over.
@@ -208,8 +229,18 @@ class WorkerLoop:
         self._count(row, ctx, time.monotonic() - started if recorded else None)
         if recorded:
             shutil.rmtree(job_dir, ignore_errors=True)
+            self._drop_scratch(row, ctx)
         with contextlib.suppress(Exception):
             touch(self.db, self.worker_id, None)
+
+    def _drop_scratch(self, row: Prediction, ctx: JobContext) -> None:
+        """Delete the job's scratch in storage: it has ended, no attempt will need it. Best effort
+        (an orphan left by an outage costs space, nothing else)."""
+        for key in ctx.scratch_keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                log.warning("job %s: scratch %s not deleted from storage", row.id, key, exc_info=True)
 
     def _count(self, row: Prediction, ctx: JobContext, job_s: float | None) -> None:
         """Add this attempt to the store's /metrics counts: its denoising steps, and (when its

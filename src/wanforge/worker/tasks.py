@@ -5,20 +5,24 @@ from __future__ import annotations
 from functools import partial
 
 from wanforge.config import Settings
+from wanforge.engine.adapters import held_files
 from wanforge.engine.generate import Engine
 from wanforge.engine.loading import LoadedModel, load_pipeline
 from wanforge.engine.upscale import LearnedUpscaler, load_upscaler
 from wanforge.safety.checker import build_checker
 from wanforge.store.workers import attention_detail
+from wanforge.worker.affinity import HeldLoras
 from wanforge.worker.context import Task
 from wanforge.worker.generate_task import run_generate
 from wanforge.worker.train_task import refuse_training, run_train
 
 
 class TaskTable(dict[str, Task]):
-    """The tasks by kind, and how they run, for the worker row's `detail` (shown on /health)."""
+    """The tasks by kind, and how they run, for the worker row's `detail` (shown on /health);
+    `held_loras`: the LoRAs the model holds loaded, as jobs name them (LoRA affinity at claim)."""
 
     detail: str = ""
+    held_loras: HeldLoras | None = None
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -60,6 +64,7 @@ def build_engine(settings: Settings) -> Engine:
 def build_tasks(settings: Settings) -> TaskTable:
     engine = build_engine(settings)
     loaded = engine.loaded
+    held = HeldLoras(partial(held_files, engine.adapters))
     speed_options = [
         name
         for name, value in (
@@ -71,7 +76,7 @@ def build_tasks(settings: Settings) -> TaskTable:
     ]
     tasks = TaskTable(
         {
-            "generate": partial(run_generate, engine=engine, checker=build_checker(settings)),
+            "generate": partial(run_generate, engine=engine, checker=build_checker(settings), held=held),
             "train": (
                 partial(refuse_training, options=speed_options)
                 if speed_options
@@ -80,4 +85,5 @@ def build_tasks(settings: Settings) -> TaskTable:
         }
     )
     tasks.detail = speed_detail(loaded)
+    tasks.held_loras = held
     return tasks

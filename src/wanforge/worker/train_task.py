@@ -1,7 +1,11 @@
 """The LoRA trainer task: fetch the ZIP, build the dataset, train both experts, store two files.
 
 The job directory (`{data}/jobs/{prediction id}`) outlives a crash: a re-run of the same job finds
-the latent cache and each expert's last checkpoint there and resumes from them.
+the latent cache and each expert's last checkpoint there and resumes from them. Each checkpoint is
+also put in the shared storage as soon as the trainer writes it (`StoredCheckpoints`), so a re-run
+on another node (another data directory) resumes from it too; the data ZIP is fetched again from
+the job's URL there, and its latents cached again. Those stored checkpoints are the job's scratch:
+the worker that records the job's outcome deletes them (`JobContext.scratch_keys`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import time
 
 from wanforge.catalog import LoraTrainerInput
 from wanforge.engine.loading import LoadedModel, ModelLoadError
+from wanforge.media.lora_files import sha256_file
 from wanforge.predictions import NAMED_OUTPUTS_KEY
+from wanforge.training.checkpoint import StoredCheckpoints
 from wanforge.training.dataset import DatasetReport
 from wanforge.training.errors import TrainingDataError, TrainingMemoryError
 from wanforge.training.job import TrainOptions, lora_stem, train_from_zip
@@ -19,6 +25,7 @@ from wanforge.training.run import TrainParams
 from wanforge.training.trainer import TrainingCancelled, TrainProgress
 from wanforge.vocabulary import ErrorCode
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
+from wanforge.worker.lease import StopReason
 
 
 def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
@@ -38,10 +45,21 @@ def run_train(ctx: JobContext, loaded: LoadedModel) -> TaskOutcome:
             timeout_setting="WANFORGE_TRAINING_DATA_TIMEOUT_S",
         )
 
+    # `train_from_zip` trains in `{job_dir}/train`; its checkpoints are mirrored in storage
+    stored = StoredCheckpoints(ctx.storage, ctx.prediction.id, sha256_file(zip_path), ctx.job_dir / "train")
+    ctx.scratch_keys.extend(stored.keys)
+    for expert, step in stored.pull().items():
+        ctx.progress.log(f"resuming {expert} at step {step} from its checkpoint in storage")
+
     def on_dataset(report: DatasetReport) -> None:
         ctx.remember({"dataset": report.to_dict()})
 
     def on_progress(p: TrainProgress) -> None:
+        # on the training thread, after the step that may have written a checkpoint: its upload
+        # (at the profile's `checkpoint_every`) holds the next step back for that long
+        # (not once another worker owns the job: its checkpoints are the ones that count now)
+        if ctx.lease.reason is not StopReason.LEASE_LOST:
+            stored.push_changed(warn=ctx.progress.log)
         ctx.progress.report(
             f"training {p.expert}",
             p.step,

@@ -227,6 +227,14 @@ def workers(
     max_restarts: Annotated[
         int, typer.Option("--max-restarts", min=-1, help="restarts Ray makes of each actor (-1: no bound)")
     ] = 5,
+    gpus_per_worker: Annotated[
+        int,
+        typer.Option(
+            "--gpus-per-worker",
+            min=1,
+            help="GPUs each actor gets; 2: training runs both experts at once (WANFORGE_TRAIN_SECOND_DEVICE)",
+        ),
+    ] = 1,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
     model: ModelOpt = None,
@@ -266,6 +274,7 @@ def workers(
             cpus_per_worker=cpus_per_worker,
             max_restarts=max_restarts,
             resources=parse_resources(resources),
+            gpus_per_worker=gpus_per_worker,
         )
     except PlacementError as exc:
         disconnect()

@@ -357,6 +357,14 @@ class Settings(BaseSettings):
     def _blank_upscaler_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    # --- which jobs a worker takes (issue 9; docs/deployment.md)
+    worker_tasks: str = Field(
+        default="generate,train",
+        pattern=r"^(generate|train)(,(generate|train))*$",
+        description="the kinds of job this worker claims, comma-separated: e.g. 'train' for a "
+        "two-GPU worker kept for training, 'generate' for the rest",
+    )
+
     # --- LoRA affinity at claim (issue 9; docs/architecture.md#placement)
     affinity_wait_s: float = Field(
         default=30.0,

@@ -76,3 +76,19 @@ def test_bad_resources(text: str, message: str) -> None:
     with pytest.raises(PlacementError) as err:
         parse_resources(text)
     assert str(err.value) == message
+
+
+def test_two_gpu_workers_for_training_both_experts_at_once() -> None:
+    placement = plan(EIGHT_GPUS, count=None, cpus_per_worker=None, max_restarts=5, gpus_per_worker=2)
+    assert (placement.count, placement.num_gpus) == (4, 2.0)
+    assert placement.actor_options()["num_gpus"] == 2.0
+    with pytest.raises(PlacementError) as err:
+        plan({"CPU": 8.0, "GPU": 1.0}, count=None, cpus_per_worker=None, max_restarts=5, gpus_per_worker=2)
+    assert str(err.value) == (
+        "--count: the cluster reports no room for 2 GPUs per worker (CPU-only workers: "
+        "--cpus-per-worker); give --count N"
+    )
+    with pytest.raises(PlacementError, match="--gpus-per-worker: CPU-only workers"):
+        plan(EIGHT_GPUS, count=1, cpus_per_worker=1.0, max_restarts=5, gpus_per_worker=2)
+    with pytest.raises(PlacementError, match="--gpus-per-worker: must be at least 1"):
+        plan(EIGHT_GPUS, count=1, cpus_per_worker=None, max_restarts=5, gpus_per_worker=0)

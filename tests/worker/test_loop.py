@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from wanforge.config import Settings
@@ -231,3 +232,27 @@ def test_a_cancel_during_encoding_ends_cancelled_without_outputs(settings: Setti
     row = jobs.get_prediction(db, pid)
     assert row is not None and (row.status, row.outputs) == ("cancelled", [])
     assert not loop.storage.exists(made[0])
+
+
+def test_a_worker_claims_only_the_kinds_it_is_set_to(settings: Settings, db: Database) -> None:
+    """WANFORGE_WORKER_TASKS=train: a worker kept for training (two GPUs) leaves generation to others."""
+    ran: list[str] = []
+
+    def task(kind: str) -> Callable[[JobContext], TaskOutcome]:
+        def run(ctx: JobContext) -> TaskOutcome:
+            ran.append(kind)
+            return TaskOutcome(outputs=[], result={})
+
+        return run
+
+    gen = _submit(db)
+    train = jobs.create_prediction(
+        db, model="t", kind="train", input={}, server_base="http://h", max_attempts=3, api_key_id=None
+    ).id
+    only_train = settings.model_copy(update={"worker_tasks": "train"})
+    loop = WorkerLoop(
+        only_train, db, loader=lambda _s: {"generate": task("generate"), "train": task("train")}
+    )
+    loop.run_forever(max_jobs=1)
+    assert ran == ["train"] and list(loop.tasks) == ["train"]
+    assert jobs.get_status(db, train) == "completed" and jobs.get_status(db, gen) == "created"

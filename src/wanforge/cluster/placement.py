@@ -65,12 +65,17 @@ def plan(
     cpus_per_worker: float | None,
     max_restarts: int,
     resources: Mapping[str, float] | None = None,
+    gpus_per_worker: int = 1,
 ) -> Placement:
-    """GPU workers (one GPU each) unless `cpus_per_worker` is given (CPU-only, for tests and
-    machines without GPUs). Without `count`: one per GPU the cluster reports, or for CPU workers
-    as many as its CPUs hold."""
+    """GPU workers (`gpus_per_worker` GPUs each: 2 for a worker that trains both experts at once)
+    unless `cpus_per_worker` is given (CPU-only, for tests and machines without GPUs). Without
+    `count`: as many as the cluster's GPUs hold, or for CPU workers as many as its CPUs hold."""
     if max_restarts < -1:
         raise PlacementError("--max-restarts: must be -1 (no bound) or at least 0")
+    if gpus_per_worker < 1:
+        raise PlacementError("--gpus-per-worker: must be at least 1")
+    if cpus_per_worker is not None and gpus_per_worker != 1:
+        raise PlacementError("--gpus-per-worker: CPU-only workers (--cpus-per-worker) have no GPU")
     if cpus_per_worker is not None:
         if not cpus_per_worker > 0:
             raise PlacementError("--cpus-per-worker: must be more than 0")
@@ -79,9 +84,10 @@ def plan(
         what = f"CPUs for --cpus-per-worker {cpus_per_worker:g}"
     else:
         # the loop's own threads need little CPU; the GPU is what one worker owns
-        num_gpus, num_cpus = 1.0, 1.0
-        fits = math.floor(cluster.get("GPU", 0.0))
-        what = "GPUs (CPU-only workers: --cpus-per-worker)"
+        num_gpus, num_cpus = float(gpus_per_worker), 1.0
+        fits = math.floor(cluster.get("GPU", 0.0) / gpus_per_worker)
+        what = "GPUs" if gpus_per_worker == 1 else f"room for {gpus_per_worker} GPUs per worker"
+        what += " (CPU-only workers: --cpus-per-worker)"
     if count is None:
         if fits < 1:
             raise PlacementError(f"--count: the cluster reports no {what}; give --count N")

@@ -99,6 +99,9 @@ class WorkerLoop:
                 detail=scrub_paths(f"{type(exc).__name__}: {exc}"),
             )
             return False
+        wanted = set(self.settings.worker_tasks.split(","))  # WANFORGE_WORKER_TASKS
+        for kind in [k for k in self.tasks if k not in wanted]:
+            del self.tasks[kind]  # never claimed here
         detail = getattr(self.tasks, "detail", "")  # how it runs (tasks.TaskTable): the attention backend
         report_state(self.db, self.worker_id, WorkerState.READY, model=self.settings.model, detail=detail)
         return True

@@ -190,8 +190,12 @@ class PollReader:
                             poll.answer.set_exception(exc)
                     continue
                 for poll in batch:
-                    if not poll.answer.done():  # not cancelled (the client went away)
+                    if poll.answer.done():  # cancelled: the client went away
+                        continue
+                    try:
                         poll.answer.set_result(self._answer(poll, rows.get(poll.prediction_id)))
+                    except Exception as exc:  # this poll's answer alone; the others still get theirs
+                        poll.answer.set_exception(exc)
         finally:
             queue.reading = False
 

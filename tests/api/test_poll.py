@@ -195,3 +195,13 @@ def test_the_server_freezes_what_start_up_made_out_of_the_collectors_sight(
     finally:
         gc.unfreeze()
     assert before == 0 and frozen and frozen[0] > 10_000  # the modules, the app: all of start-up
+
+
+def test_the_access_log_is_a_setting(settings: Settings) -> None:
+    from wanforge.api.app import make_server
+
+    app = create_app(settings, send_webhooks=False)
+    assert make_server(app, settings).config.access_log is True
+    quiet = settings.model_copy(update={"access_log": False})
+    assert make_server(app, quiet).config.access_log is False
+    assert Settings(data_dir=settings.data_dir, _env_file=None).access_log is True  # type: ignore[call-arg]

@@ -109,7 +109,10 @@ def make_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
 
     # JSON logs: uvicorn's loggers keep no handlers of their own and go through the root's
     logs: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
-    return Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", **logs))
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log, **logs
+    )
+    return Server(config)
 
 
 def run_server(app: FastAPI, settings: Settings) -> None:

@@ -10,8 +10,13 @@ after the other in the same invocation, so a before/after comparison sees the sa
     .venv/bin/python benchmarks/bench_api_poll.py --variant before=/tmp/base/src --variant after=src \\
         --database sqlite --database postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-Needs `wrk` (Debian: apt-get install wrk). A PostgreSQL URL names a server; a fresh database is
-made on it for each run and dropped afterwards.
+`--env NAME:KEY=VALUE` sets an environment variable for one variant's server: the same tree
+with other settings, side by side (`--variant a=src --variant b=src --env b:WANFORGE_KEY_CACHE_S=5`).
+Each row also gives the CPU seconds the server and `wrk` used during the measured run: they
+share the machine's cores.
+
+Needs `wrk` (Debian: apt-get install wrk). A PostgreSQL URL names a server; databases are made
+on it (each tree's seeded once, then copied for each run) and dropped afterwards.
 """
 
 from __future__ import annotations

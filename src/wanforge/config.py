@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(
         default=True,
-        description="uvicorn's line per request; off: 5-25 % more polls per second "
+        description="uvicorn's line per request; off: up to 29 % more polls per second "
         "(a load balancer in front logs requests too)",
     )
 

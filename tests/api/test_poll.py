@@ -205,3 +205,25 @@ def test_the_access_log_is_a_setting(settings: Settings) -> None:
     quiet = settings.model_copy(update={"access_log": False})
     assert make_server(app, quiet).config.access_log is False
     assert Settings(data_dir=settings.data_dir, _env_file=None).access_log is True  # type: ignore[call-arg]
+
+
+def test_a_poll_whose_client_went_away_leaves_the_others_of_its_read_answered(
+    db: Database, owner: str
+) -> None:
+    pid = _completed(db, owner)
+    reader = PollReader(db, max_batch=2)
+    statements = _statements(db)
+
+    async def scenario() -> list[Prediction | None]:
+        gone = asyncio.ensure_future(reader.get(pid, owner))
+        rest = [asyncio.ensure_future(reader.get(pid, owner)) for _ in range(4)]
+        await asyncio.sleep(0)  # all five wait, the first read has begun
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        # a bound so that a lost answer fails the test instead of hanging it
+        return list(await asyncio.wait_for(asyncio.gather(*rest), timeout=30))
+
+    answers = asyncio.run(scenario())
+    assert [a.id if a is not None else None for a in answers] == [pid] * 4
+    assert len(statements) == 3  # five polls, at most two a read

@@ -15,7 +15,7 @@ from wanforge.api.guard import key_problem
 from wanforge.config import Settings
 from wanforge.media.storage import Storage
 from wanforge.store.db import Database, utcnow
-from wanforge.store.polls import PromptMemo
+from wanforge.store.polls import PollReader
 from wanforge.store.tables import ApiKey
 
 
@@ -24,8 +24,8 @@ class AppState:
     settings: Settings
     db: Database
     storage: Storage
+    polls: PollReader  # result polls' reads, batched; it remembers each prompt read
     clock: Callable[[], datetime] = field(default=utcnow)  # naive UTC; tests set their own
-    prompts: PromptMemo = field(default_factory=PromptMemo)  # result polls read each prompt once
 
 
 # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a hop per

@@ -24,7 +24,6 @@ from wanforge.media.fetch import check_post_url
 from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs, retention
 from wanforge.store.db import Database, is_row_id
-from wanforge.store.polls import get_for_poll
 from wanforge.store.quotas import Limit, OverLimit
 from wanforge.store.tables import ApiKey
 from wanforge.vocabulary import TERMINAL, ErrorCode
@@ -153,11 +152,11 @@ def _get(state: StateDep, key: ApiKey, prediction_id: str, base: str, with_logs:
 async def get_result(prediction_id: str, request: Request) -> Response:
     """The prediction's current state; outputs once completed."""
     # the hot path (the SDKs poll it every second): the dependencies called directly (FastAPI's
-    # solving of them costs more than they do), one read of the columns shown in one thread hop,
-    # and pydantic's serializer straight to bytes (the answer is built from the model, so
-    # FastAPI's re-validation of it is skipped); docs/performance.md
+    # solving of them costs more than they do), one read of the columns shown, batched with
+    # the polls in flight (`PollReader`), and pydantic's serializer straight to bytes (the answer is built from the
+    # model, so FastAPI's re-validation of it is skipped); docs/performance.md
     state, key, base = app_state(request), await require_key(request), await base_url(request)
-    row = await asyncio.to_thread(get_for_poll, state.db, prediction_id, visible_to(key), state.prompts)
+    row = await state.polls.get(prediction_id, visible_to(key))
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")
     answer = PredictionEnvelope(data=prediction_out(row, base))

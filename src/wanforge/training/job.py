@@ -48,7 +48,7 @@ class TrainOptions:
     frames: int | None = None
     area: tuple[int, int] | None = None
     memory_limit_bytes: int | None = None
-    second_device: str = "off"  # `auto`, `off` or a device: see `parallel_device`
+    second_device: str = "auto"  # `auto`, `off` or a device: see `parallel_device`
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrainOptions:

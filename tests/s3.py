@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -39,17 +40,21 @@ def need(module: str) -> None:
 class S3Endpoint:
     url: str
 
-    def new_bucket(self) -> str:
+    def client(self) -> Any:
+        """A boto3 S3 client of this endpoint (boto3 is untyped)."""
         import boto3
 
-        name = f"wanforge-{uuid.uuid4().hex[:12]}"
-        boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.url,
             region_name="us-east-1",
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        ).create_bucket(Bucket=name)
+        )
+
+    def new_bucket(self) -> str:
+        name = f"wanforge-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
         return name
 
 

@@ -86,8 +86,9 @@ def _start_node(
     cluster: RayCluster, name: str, head: bool, env: Mapping[str, str], hooks_path: str
 ) -> RayNode:
     hooks = cluster.root / f"hooks-{name}"
-    hooks.mkdir()
-    log_path = cluster.root / f"ray-{name}.log"
+    hooks.mkdir(exist_ok=True)  # a node started again keeps its hooks folder
+    starts = len(list(cluster.root.glob(f"ray-{name}*.log")))
+    log_path = cluster.root / (f"ray-{name}.log" if not starts else f"ray-{name}-{starts + 1}.log")
     args = [
         RAY,
         "start",
@@ -167,6 +168,17 @@ def stop(cluster: RayCluster, grace_s: float = 20.0) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+def start_again(cluster: RayCluster, name: str, env: Mapping[str, str], hooks_path: str) -> RayNode:
+    """A new `ray start --address` for the worker node `name`, after its processes died (its
+    raylet killed): a new Ray node with the same custom resource, so actors pinned to `name`
+    and waiting for room are placed there again."""
+    old = cluster.nodes[name]
+    old.process.wait(timeout=30)  # `ray start --block` exits once one of its processes died
+    node = _start_node(cluster, name, False, env, hooks_path)
+    _wait_started(node, 60)
+    return node
 
 
 @contextmanager

@@ -1,10 +1,14 @@
 """Worker actors on a real two-node Ray cluster (`wanforge workers --ray`), one API process
-(`serve --no-workers`), the demo model, a data directory both nodes share, and the store in it
+(`serve --no-workers`), the demo model, files in S3 (moto's real S3 server, tests/s3.py), each
+node its own data directory (its jobs' local files), and the store in the API's data directory
 (SQLite), or on PostgreSQL when `WANFORGE_TEST_DATABASE_URL` is set (as in CI).
 
 - jobs spread over both nodes (each node's actor completes at least one);
 - a node killed (SIGKILL to its raylet) mid-generation: the job completes on the other node,
   once, with one output;
+- the node back, then killed mid-training after its first checkpoint reached S3: the other
+  node resumes the job from that checkpoint, stores one pair of LoRAs, and deletes the
+  job's checkpoints from S3;
 - an actor killed is restarted by Ray, up to `--max-restarts`, then given up for good;
 - SIGTERM to `workers --ray` stops its actors, each releasing its running job; SIGKILL to it,
   and Ray ends its actors.
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,8 +36,10 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from tests.cluster.ray_local import RayCluster, leftovers, two_node_cluster
+from tests.cluster.ray_local import RayCluster, leftovers, start_again, two_node_cluster
 from tests.e2e.server import Server, running_server
+from tests.s3 import CREDENTIALS, S3Endpoint
+from tests.training.synthetic import make_dataset_zip
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'wanforge[ray]'; CI installs it)")
 
@@ -46,7 +53,12 @@ ENV = {
     "OMP_WAIT_POLICY": "PASSIVE",
     "WANFORGE_CONTENT_CHECKER": "none",  # not what these tests are about; it costs seconds a job
 }
+# each node's processes (its actors) get the S3 credentials from the node's environment
+CLUSTER_ENV = {**ENV, **CREDENTIALS}
 MAX_RESTARTS = 1
+PREFIX = "wf"  # the storage's prefix in the test's bucket
+TRAINER = "wavespeed-ai/wan-2.2-i2v-lora-trainer"
+FIRST_CHECKPOINT = 10  # the demo model's training profile checkpoints every 10 steps
 POSTGRES_URL = os.environ.get("WANFORGE_TEST_DATABASE_URL")
 T = TypeVar("T")
 
@@ -78,6 +90,8 @@ class Setup:
     server: Server
     workers: dict[str, Workers]  # node_a | node_b -> the CLI whose actor runs there
     env: dict[str, str]  # the settings of the API process and the workers' CLIs
+    s3: S3Endpoint
+    bucket: str
 
     def logs(self) -> str:
         texts = [f"--- workers on {name}\n{w.text()[-5000:]}" for name, w in self.workers.items()]
@@ -113,12 +127,24 @@ class Setup:
         # a line may come twice: the two nodes' log monitors both read this host's Ray logs
         return [self.node(worker) for _, worker in sorted(set(found))]
 
-    def outputs(self) -> list[Path]:
-        return sorted((self.server.data_dir / "files" / "outputs").rglob("*.mp4"))
+    def keys(self, under: str) -> list[str]:
+        """The storage's keys starting with `under`, in the bucket."""
+        pages = (
+            self.s3.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=f"{PREFIX}/{under}")
+        )
+        return sorted(o["Key"].removeprefix(f"{PREFIX}/") for page in pages for o in page.get("Contents", []))
+
+    def outputs(self) -> list[str]:
+        return [key for key in self.keys("outputs/") if key.endswith(".mp4")]
 
 
-def _start_workers(address: str, node: str, data_dir: Path, root: Path, env: dict[str, str]) -> Workers:
+def _start_workers(address: str, node: str, root: Path, env: dict[str, str]) -> Workers:
+    """The node's own data directory (its jobs' local files); the store, when SQLite, in the API
+    process's."""
     log_path = root / f"workers-{node}.log"
+    store = {"WANFORGE_DATABASE_URL": f"sqlite:///{root / 'data' / 'wanforge.db'}"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
@@ -137,9 +163,9 @@ def _start_workers(address: str, node: str, data_dir: Path, root: Path, env: dic
                 "--max-restarts",
                 str(MAX_RESTARTS),
                 "--data-dir",
-                str(data_dir),
+                str(root / f"data-{node}"),
             ],
-            env={**os.environ, **env, "RAY_DEDUP_LOGS": "0"},
+            env={**os.environ, **store, **env, "RAY_DEDUP_LOGS": "0"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -185,27 +211,35 @@ def store_env() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def setup() -> Iterator[Setup]:
+def setup(s3_endpoint: S3Endpoint) -> Iterator[Setup]:
     root = Path(tempfile.mkdtemp(prefix="wf-ray-", dir="/tmp"))  # short: Ray's socket paths
     workers: dict[str, Workers] = {}
+    bucket = s3_endpoint.new_bucket()
+    storage = {
+        **CREDENTIALS,
+        "WANFORGE_STORAGE_URL": f"s3://{bucket}/{PREFIX}",
+        "WANFORGE_S3_ENDPOINT_URL": s3_endpoint.url,
+    }
     with store_env() as store:
-        yield from _setup(root, workers, {**ENV, **store})
+        yield from _setup(root, workers, {**ENV, **storage, **store}, s3_endpoint, bucket)
 
 
-def _setup(root: Path, workers: dict[str, Workers], env: dict[str, str]) -> Iterator[Setup]:
+def _setup(
+    root: Path, workers: dict[str, Workers], env: dict[str, str], s3: S3Endpoint, bucket: str
+) -> Iterator[Setup]:
 
     def start_workers(cluster: RayCluster) -> None:  # while node_b starts: actors wait for room
         for name in ("node_a", "node_b"):
-            workers[name] = _start_workers(cluster.address, name, root / "data", root, env)
+            workers[name] = _start_workers(cluster.address, name, root, env)
 
     try:
         with (
             running_server(root, "--no-workers", wait_ready=False, **env) as server,
-            two_node_cluster(root, str(HOOKS), ENV, then=start_workers) as cluster,
+            two_node_cluster(root, str(HOOKS), CLUSTER_ENV, then=start_workers) as cluster,
         ):
             server.wait_up()
             try:
-                yield Setup(cluster, server, workers, env)
+                yield Setup(cluster, server, workers, env, s3, bucket)
             finally:
                 for w in workers.values():
                     _stop_workers(w)
@@ -266,6 +300,63 @@ def test_a_node_killed_mid_generation_loses_nothing(setup: Setup, image: Path) -
     assert setup.workers["node_b"].process.poll() is None
 
 
+def test_a_node_killed_mid_training_resumes_from_its_checkpoint_in_s3(setup: Setup, tmp_path: Path) -> None:
+    """node_b, down since the test above, starts again: its actor (waiting for room) is placed
+    there and takes a training job, node_a's worker holding back. It parks after step 10, once
+    its first checkpoint is in S3; SIGKILL to node_b's raylet. The lease runs out, node_a's
+    worker (its own data directory: nothing of the job) resumes the high-noise expert from the
+    checkpoint in S3, stores the one pair of LoRAs, and deletes the job's checkpoints."""
+    node_b = start_again(setup.cluster, "node_b", CLUSTER_ENV, str(HOOKS))
+    (node_b.hooks / "park-train-step").write_text(str(FIRST_CHECKPOINT))
+    zip_path = make_dataset_zip(
+        tmp_path / "d.zip", {"clips/a.mp4": "p3r5on waves"}, frames=17, width=48, height=32
+    )
+    hold = setup.cluster.nodes["node_a"].hooks / "hold-claims"
+    hold.touch()  # node_a's worker claims nothing until node_b's has the job
+    try:
+        with setup.server.client() as c:
+            body = {"data": setup.server.upload(zip_path), "steps": 50, "lora_rank": 4}
+            resp = c.post(f"/api/v3/{TRAINER}", json=body)
+        assert resp.status_code == 200, resp.text
+        job = str(resp.json()["data"]["id"])
+        parked_pid = int(
+            poll(
+                "node_b's worker parked mid-training",
+                lambda: _read(node_b.hooks / "parked-train"),
+                120,
+                setup.logs,
+            )
+        )
+        [parked_job] = [w["current_job"] for w in setup.server.health()["workers"] if w["pid"] == parked_pid]
+        assert parked_job == job
+        # StoredCheckpoints.key: the expert and the first 16 hex digits of the ZIP's sha256
+        data_sha = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:16]
+        assert setup.keys(f"jobs/{job}/") == [f"jobs/{job}/checkpoints/high_noise-{data_sha}.pt"]
+    finally:
+        hold.unlink()
+    os.kill(node_b.raylet_pid(), signal.SIGKILL)
+    data = setup.server.wait_for(job, timeout_s=180)
+    assert (data["status"], data["attempts"]) == ("completed", 2), data
+    training = data["result"]["training"]
+    assert (training["high_noise"]["resumed_from"], training["low_noise"]["resumed_from"]) == (
+        FIRST_CHECKPOINT,
+        0,
+    ), training
+    with setup.server.client() as c:
+        logs = c.get(f"/api/v3/predictions/{job}").json()["data"]["logs"]
+    assert f"resuming high_noise at step {FIRST_CHECKPOINT} from its checkpoint in storage" in logs
+    ran = poll(
+        "both attempts logged", lambda: r if len(r := setup.ran_on(job)) == 2 else None, 10, setup.logs
+    )
+    assert ran == ["node_b", "node_a"]
+    # one output set: the two LoRAs of node_a's attempt (node_b's stored none), and no checkpoint
+    result = data["result"]
+    assert data["outputs"] == [result["high_noise_lora"], result["low_noise_lora"]]
+    loras = [key for key in setup.keys("outputs/") if key.endswith(".safetensors")]
+    assert loras == sorted(url.split("/files/", 1)[1] for url in data["outputs"])
+    assert setup.keys(f"jobs/{job}/") == []
+
+
 def test_a_killed_actor_is_restarted_by_ray_and_sigterm_releases_its_job(setup: Setup, image: Path) -> None:
     """SIGKILL to node_a's actor: Ray restarts it (a new worker, ready again). Then SIGTERM to
     its CLI while that worker runs a job: the actor stops, the job goes back to the queue (the
@@ -313,7 +404,7 @@ def test_restarts_are_bounded(setup: Setup) -> None:
     """A new CLI on node_a, `--max-restarts 1`: its actor killed twice (while it loads the
     model) is restarted once, then given up for good; with no actor left the CLI exits 1."""
     cli = setup.workers["node_a"] = _start_workers(
-        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root, setup.env
+        setup.cluster.address, "node_a", setup.cluster.root, setup.env
     )
     started = poll("the actor's worker logged", lambda: STARTED.search(cli.text()), 60, setup.logs)
     os.kill(_pid_of(started[1]), signal.SIGKILL)
@@ -329,7 +420,7 @@ def test_actors_end_with_a_killed_cli(setup: Setup) -> None:
     """The actors belong to the CLI's Ray job: SIGKILL to the CLI, and Ray ends them (none is
     left running jobs unsupervised; their jobs' leases run out)."""
     cli = setup.workers["node_a"] = _start_workers(
-        setup.cluster.address, "node_a", setup.server.data_dir, setup.cluster.root, setup.env
+        setup.cluster.address, "node_a", setup.cluster.root, setup.env
     )
     started = poll("the actor's worker logged", lambda: STARTED.search(cli.text()), 60, setup.logs)
     actor_pid = _pid_of(started[1])

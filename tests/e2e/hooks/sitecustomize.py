@@ -9,6 +9,10 @@ worker processes (`python -m wanforge worker`, or a Ray worker process of
   to `<dir>/loading`, and waits there (to be killed) instead of loading.
 - `<dir>/park-step` holding N: the first worker to finish denoising step N takes the file,
   writes its pid to `<dir>/parked`, and waits until `<dir>/resume` appears.
+- `<dir>/park-train-step` holding N: the first worker whose trainer reports step N (after that
+  step's checkpoint was written and put in storage) takes the file, writes its pid to
+  `<dir>/parked-train`, and waits there (to be killed) until `<dir>/resume-train` appears.
+- `<dir>/hold-claims` present: the workers claim no job while it is there.
 
 Each trigger is taken once (renamed atomically), so a restarted worker runs normally.
 """
@@ -48,7 +52,9 @@ def _wait_for(path: Path) -> None:
 
 def _install(hooks: Path) -> None:
     from wanforge.engine.generate import Engine
+    from wanforge.training import job, run
     from wanforge.worker import tasks
+    from wanforge.worker.loop import WorkerLoop
 
     build_tasks = tasks.build_tasks
 
@@ -76,6 +82,28 @@ def _install(hooks: Path) -> None:
         return generate(self, req, on_step=step, should_cancel=should_cancel, on_expert=on_expert)
 
     Engine.generate = parked_generate  # type: ignore[method-assign]
+
+    train_lora: Any = run.train_lora  # what `job.train_from_zip` calls
+
+    def parked_train_lora(*args: Any, on_progress: Any = None, **kwargs: Any) -> Any:
+        def progress(p: Any) -> None:
+            if on_progress is not None:
+                on_progress(p)  # the worker's: it puts a checkpoint just written in storage
+            trigger = hooks / "park-train-step"
+            if trigger.exists() and trigger.read_text().strip() == str(p.step) and _take(trigger):
+                _announce(hooks / "parked-train")
+                _wait_for(hooks / "resume-train")
+
+        return train_lora(*args, on_progress=progress, **kwargs)
+
+    job.train_lora = parked_train_lora  # type: ignore[attr-defined]
+
+    claim = WorkerLoop.claim
+
+    def held_claim(self: WorkerLoop) -> Any:
+        return None if (hooks / "hold-claims").exists() else claim(self)
+
+    WorkerLoop.claim = held_claim  # type: ignore[method-assign]
 
 
 def _install_on_load(hooks: Path) -> None:

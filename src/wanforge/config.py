@@ -220,6 +220,13 @@ class Settings(BaseSettings):
     lora_timeout_s: float = Field(
         default=600.0, description="time limit for downloading one LoRA file (up to 2 GiB by default)"
     )
+    lora_cache_gb: float = Field(
+        default=20.0,
+        ge=0,
+        description="downloaded LoRA files a worker keeps (in its data dir's loras/), least recently "
+        "used removed first; a file used in the last 10 minutes is never removed; 0: keep none past "
+        "their job",
+    )
 
     @property
     def lora_cache_dir(self) -> Path:

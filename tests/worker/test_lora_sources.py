@@ -362,3 +362,33 @@ def test_check_safetensors_counts_tensors(tmp_path: Path) -> None:
     path = tmp_path / "a.safetensors"
     path.write_bytes(LORA_BYTES)
     assert check_safetensors(path, len(LORA_BYTES)) == 1
+
+
+def test_the_download_cache_is_pruned_least_recently_used_first(
+    files_server: tuple[str, Path, list[str]], settings: Settings, tmp_path: Path
+) -> None:
+    """WANFORGE_LORA_CACHE_GB: old downloads go once the cache is over its size; recent ones stay."""
+    import os
+    import time
+
+    from wanforge.media.lora_files import prune_lora_cache
+
+    cache = settings.data_dir / "loras"
+    cache.mkdir(parents=True)
+    now = time.time()
+    for name, age_s in (("old", 7200.0), ("older", 9000.0), ("recent", 60.0)):
+        (cache / f"{name}.safetensors").write_bytes(b"x" * 1000)
+        os.utime(cache / f"{name}.safetensors", (now - age_s, now - age_s))
+    assert prune_lora_cache(cache, 2500, now) == 1000  # 3000 bytes over 2500: the oldest goes
+    assert sorted(p.stem for p in cache.iterdir()) == ["old", "recent"]
+    assert prune_lora_cache(cache, 0, now) == 1000  # a file used in the last 10 minutes stays
+    assert sorted(p.stem for p in cache.iterdir()) == ["recent"]
+
+    # a download over the limit prunes the rest; the file just fetched stays for its job
+    base, root, _seen = files_server
+    (root / "style.safetensors").write_bytes(LORA_BYTES)
+    os.utime(cache / "recent.safetensors", (now - 3600, now - 3600))
+    tiny = settings.model_copy(update={"lora_cache_gb": 0.0})
+    got = resolve_loras(job(tiny, tmp_path), request(loras=[{"path": f"{base}/style.safetensors"}]))
+    assert [p.name for p in cache.iterdir()] == [f"{SHA}.safetensors"]
+    assert got.loras[0].request.file.read_bytes() == LORA_BYTES

@@ -179,3 +179,35 @@ def _not_safetensors(head: bytes) -> str:
 def sha256_file(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# a cached file used this recently may be about to load in a job (its own, or another worker's on
+# the same data directory): never removed
+LORA_CACHE_GRACE_S = 600.0
+
+
+def prune_lora_cache(directory: Path, max_bytes: int, now: float, grace_s: float = LORA_CACHE_GRACE_S) -> int:
+    """Remove the least recently used `*.safetensors` files of `directory` (by mtime: a file is
+    touched each time a job uses it) until the rest fit in `max_bytes`, sparing any file used in
+    the last `grace_s` seconds. Returns the bytes freed. Files vanishing meanwhile (another
+    worker pruning the same directory) are skipped."""
+    entries: list[tuple[float, int, Path]] = []
+    for path in directory.glob("*.safetensors"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    freed = 0
+    for mtime, size, path in sorted(entries):
+        if total - freed <= max_bytes:
+            break
+        if now - mtime < grace_s:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        freed += size
+    return freed

@@ -34,6 +34,7 @@ from wanforge.media.lora_files import (
     check_safetensors,
     find_in_lora_dir,
     lora_source,
+    prune_lora_cache,
     sha256_file,
 )
 from wanforge.vocabulary import ErrorCode
@@ -162,12 +163,15 @@ def _download(ctx: JobContext, field: str, url: str) -> tuple[Path, str]:
         cache.mkdir(parents=True, exist_ok=True)
         kept = cache / f"{sha}.safetensors"
         if kept.exists():  # the same content came before, by this URL or another
+            os.utime(kept)  # used now: the last to go when the cache is pruned
             return kept, sha
         try:
             os.replace(partial, kept)
         except OSError:  # the job and cache directories on different file systems
             shutil.copyfile(partial, kept.with_name(f".{kept.name}.part"))
             os.replace(kept.with_name(f".{kept.name}.part"), kept)
+        os.utime(kept)
+        prune_lora_cache(cache, int(ctx.settings.lora_cache_gb * 1024**3), time.time())
         return kept, sha
     finally:
         partial.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ Downloaded and copied files are kept under `{data}/loras/{sha256}.safetensors`: 
 content, whatever URL it came by. A URL is fetched once per job (the same path in two lists is one
 download) but again in the next job, since what a URL serves may change; the content hash is the
 cache key the engine's adapter cache uses, so a changed file is never mistaken for the old one.
+The kept files are bounded by `WANFORGE_LORA_CACHE_GB`, least recently used removed first.
 
 A failed download is 1402 ("cannot read loras[0].path: ..."); a file that is not safetensors, a
 pickle, or a name the LoRA directory does not hold is 1401 naming the field.

@@ -320,6 +320,16 @@ class ExpertTrainer:
             torch.cuda.empty_cache()
 
 
+def _session_timing(started: float, steps_run: int) -> dict[str, float]:
+    """One expert's timing in this session: seconds since `started`, steps run, steps a second."""
+    seconds = time.monotonic() - started
+    return {
+        "seconds": seconds,
+        "steps_run": float(steps_run),
+        "steps_per_s": steps_run / seconds if seconds > 0 else 0.0,
+    }
+
+
 def train_sequentially(
     trainers: Sequence[ExpertTrainer],
     on_progress: ProgressCallback | None = None,
@@ -350,12 +360,7 @@ def train_sequentially(
                     on_progress(TrainProgress(trainer.expert, trainer.step, trainer.config.steps, loss, eta))
         finally:
             trainer.deactivate()
-        seconds = time.monotonic() - started
-        timing[trainer.expert] = {
-            "seconds": seconds,
-            "steps_run": float(trainer.step - first_step),
-            "steps_per_s": (trainer.step - first_step) / seconds if seconds > 0 else 0.0,
-        }
+        timing[trainer.expert] = _session_timing(started, trainer.step - first_step)
         if on_finished is not None:
             on_finished(trainer)
     return timing
@@ -402,12 +407,7 @@ def train_in_parallel(
                             )
             finally:
                 trainer.deactivate()
-            seconds = time.monotonic() - started
-            timing[trainer.expert] = {
-                "seconds": seconds,
-                "steps_run": float(trainer.step - first_step),
-                "steps_per_s": (trainer.step - first_step) / seconds if seconds > 0 else 0.0,
-            }
+            timing[trainer.expert] = _session_timing(started, trainer.step - first_step)
             if trainer.done and on_finished is not None:
                 on_finished(trainer)
         except BaseException as exc:  # handed to the caller's thread below

@@ -219,3 +219,20 @@ def test_generate_takes_at_most_3_loras_per_list(tmp_path: Path, captured: list[
     lora = str(_lora(tmp_path / "ok.safetensors"))
     result = runner.invoke(app, ["generate", str(image), "-p", "x", *["--low-noise-lora", lora] * 4])
     assert result.exit_code == 2 and "at most 3" in result.output and "--low-noise-lora" in result.output
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker"], ["keys", "list"]])
+def test_a_bad_setting_is_named_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setenv("WANFORGE_WORKER_TASKS", "everything")
+    monkeypatch.setenv("WANFORGE_TRAIN_FRAMES", "30")
+    result = runner.invoke(app, [*command, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "invalid settings:",
+        "  WANFORGE_WORKER_TASKS: String should match pattern '^(generate|train)(,(generate|train))*$' "
+        "(got 'everything')",
+        "  WANFORGE_TRAIN_FRAMES: WANFORGE_TRAIN_FRAMES must be 4k+1 (5, 9, ..., 81), got 30",
+    ]
+    assert "Traceback" not in result.output

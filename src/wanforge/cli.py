@@ -33,8 +33,21 @@ DbOpt = Annotated[
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Environment first, then any CLI flag that was given."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Environment first, then any CLI flag that was given. A value that does not fit is one
+    line per setting, named as it is set (`WANFORGE_<NAME>`), and exit code 2: no traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "WANFORGE_" + "_".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            got = "" if "got " in message else f" (got {error.get('input')!r})"
+            lines.append(f"  {name}: {message}{got}")
+        typer.echo("invalid settings:\n" + "\n".join(lines), err=True)
+        raise typer.Exit(2) from None
 
 
 def _open_db(settings: Settings, *, worker: bool = False) -> Any:

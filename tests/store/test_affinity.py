@@ -132,6 +132,15 @@ def test_training_jobs_name_no_lora(db: Database) -> None:
     assert _claim(db, "w1", 5, frozenset({A})) == train
 
 
+@pytest.mark.parametrize("wait_s", [float("inf"), 1e300])
+def test_a_wait_past_what_a_timedelta_holds_keeps_affinity(db: Database, wait_s: float) -> None:
+    """WANFORGE_AFFINITY_WAIT_S=inf (the settings accept it) means affinity without aging; it
+    must not fail every claim (a timedelta cannot hold it)."""
+    _job(db, 0, B)
+    with_a = _job(db, 1, A)
+    assert _claim(db, "w1", 3600, frozenset({A}), wait_s=wait_s) == with_a
+
+
 def test_a_negative_wait_is_refused(db: Database) -> None:
     with pytest.raises(ValueError, match=re.escape("affinity_wait_s must be >= 0, got -1.0")):
         _claim(db, "w1", 0, frozenset({A}), wait_s=-1.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 # the three LoRA lists of the LoRA models' inputs (catalog.I2VLoraInput)
@@ -68,6 +68,7 @@ def preferred(
     jobs = list(queued)
     if not jobs or not prefer or affinity_wait_s <= 0:
         return None
-    if clock - jobs[0].created_at > timedelta(seconds=affinity_wait_s):
+    # in seconds: a wait a timedelta cannot hold (inf, as the setting allows) is affinity without aging
+    if (clock - jobs[0].created_at).total_seconds() > affinity_wait_s:
         return None
     return next((job.id for job in jobs if prefer.intersection(job.lora_ids or ())), None)

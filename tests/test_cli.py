@@ -236,3 +236,15 @@ def test_a_bad_setting_is_named_without_a_traceback(
         "  WANFORGE_TRAIN_FRAMES: WANFORGE_TRAIN_FRAMES must be 4k+1 (5, 9, ..., 81), got 30",
     ]
     assert "Traceback" not in result.output
+
+
+def test_an_infinite_lora_cache_is_refused_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """WANFORGE_LORA_CACHE_GB=inf was accepted, then failed every job that fetched a LoRA when the
+    cache was pruned (int(inf)); it is refused at start, naming the setting."""
+    monkeypatch.setenv("WANFORGE_LORA_CACHE_GB", "inf")
+    result = runner.invoke(app, ["keys", "list", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "invalid settings:",
+        "  WANFORGE_LORA_CACHE_GB: Input should be a finite number (got 'inf')",
+    ]

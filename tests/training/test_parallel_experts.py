@@ -154,3 +154,13 @@ def test_the_second_device_setting(tmp_path: Path) -> None:
     params = TrainParams(steps=2, eval_samples=0, lora_rank=4)
     trained = train_from_zip(loaded, data, tmp_path / "job", params, output_stem="x", options=options)
     assert trained.result.metrics["parallel_experts"] is True
+
+
+def test_a_second_device_without_an_index_is_the_model_s_own_gpu() -> None:
+    """WANFORGE_TRAIN_SECOND_DEVICE=cuda (the pattern allows it) is cuda:0: on a worker whose model
+    is on cuda:0 both experts would share one GPU, which the setting is not for."""
+    from wanforge.training.job import parallel_device
+
+    with pytest.raises(ValueError, match=r"names the model's own device \(cuda\)"):
+        parallel_device("cuda", torch.device("cuda", 0))
+    assert parallel_device("cuda", torch.device("cuda", 1)) == torch.device("cuda")

@@ -86,7 +86,7 @@ def parallel_device(choice: str, primary: torch.device) -> torch.device | None:
             return None
         return torch.device("cuda", ((primary.index or 0) + 1) % count)
     device = torch.device(choice)
-    if device.type == "cuda" and device == torch.device("cuda", primary.index or 0):
+    if device.type == "cuda" and primary.type == "cuda" and (device.index or 0) == (primary.index or 0):
         raise ValueError(f"WANFORGE_TRAIN_SECOND_DEVICE names the model's own device ({device})")
     return device
 

@@ -44,7 +44,10 @@ def test_no_gpu_and_no_count_names_the_flags() -> None:
     ("kwargs", "message"),
     [
         ({"count": 0, "cpus_per_worker": 1.0, "max_restarts": 1}, "--count: must be at least 1"),
-        ({"count": 1, "cpus_per_worker": 0.0, "max_restarts": 1}, "--cpus-per-worker: must be more than 0"),
+        (
+            {"count": 1, "cpus_per_worker": 0.0, "max_restarts": 1},
+            "--cpus-per-worker: must be a finite number more than 0",
+        ),
         (
             {"count": 1, "cpus_per_worker": 1.0, "max_restarts": -2},
             "--max-restarts: must be -1 (no bound) or at least 0",
@@ -92,3 +95,14 @@ def test_two_gpu_workers_for_training_both_experts_at_once() -> None:
         plan(EIGHT_GPUS, count=1, cpus_per_worker=1.0, max_restarts=5, gpus_per_worker=2)
     with pytest.raises(PlacementError, match="--gpus-per-worker: must be at least 1"):
         plan(EIGHT_GPUS, count=1, cpus_per_worker=None, max_restarts=5, gpus_per_worker=0)
+
+
+def test_infinite_amounts_are_refused_naming_the_flag() -> None:
+    """JSON's Infinity and --cpus-per-worker inf are numbers over 0, but no Ray resource amount:
+    Ray would refuse them with its own traceback after the CLI joined the cluster."""
+    with pytest.raises(PlacementError) as err:
+        parse_resources('{"node_b": Infinity}')
+    assert str(err.value) == "--resources: 'node_b' must be a positive number, got inf"
+    with pytest.raises(PlacementError) as err:
+        plan({"CPU": 8.0}, count=1, cpus_per_worker=float("inf"), max_restarts=5)
+    assert str(err.value) == "--cpus-per-worker: must be a finite number more than 0"

@@ -52,7 +52,7 @@ def parse_resources(text: str | None) -> dict[str, float]:
     for name, amount in value.items():
         if name in ("CPU", "GPU"):
             raise PlacementError(f"--resources: {name} is set by --cpus-per-worker (and GPU workers)")
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or not amount > 0:
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount < math.inf:
             raise PlacementError(f"--resources: {name!r} must be a positive number, got {amount!r}")
         resources[name] = float(amount)
     return resources
@@ -77,8 +77,8 @@ def plan(
     if cpus_per_worker is not None and gpus_per_worker != 1:
         raise PlacementError("--gpus-per-worker: CPU-only workers (--cpus-per-worker) have no GPU")
     if cpus_per_worker is not None:
-        if not cpus_per_worker > 0:
-            raise PlacementError("--cpus-per-worker: must be more than 0")
+        if not (cpus_per_worker > 0 and math.isfinite(cpus_per_worker)):
+            raise PlacementError("--cpus-per-worker: must be a finite number more than 0")
         num_gpus, num_cpus = 0.0, cpus_per_worker
         fits = math.floor(cluster.get("CPU", 0.0) / cpus_per_worker)
         what = f"CPUs for --cpus-per-worker {cpus_per_worker:g}"

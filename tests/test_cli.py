@@ -248,3 +248,19 @@ def test_an_infinite_lora_cache_is_refused_at_start(tmp_path: Path, monkeypatch:
         "invalid settings:",
         "  WANFORGE_LORA_CACHE_GB: Input should be a finite number (got 'inf')",
     ]
+
+
+def test_a_setting_pair_that_does_not_fit_is_named_without_the_other_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check across settings has no one setting to name: its message names them; no 'WANFORGE_:'
+    and no dump of every setting given (a database password among them)."""
+    monkeypatch.setenv("WANFORGE_ULTRA_FAST_HIGH_NOISE_LORA", str(tmp_path / "h.safetensors"))
+    monkeypatch.setenv("WANFORGE_DATABASE_URL", "postgresql://u:s3cret@db.example/w")
+    result = runner.invoke(app, ["keys", "list", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "invalid settings:",
+        "  set both WANFORGE_ULTRA_FAST_HIGH_NOISE_LORA and WANFORGE_ULTRA_FAST_LOW_NOISE_LORA "
+        "(one distill LoRA per expert), or neither",
+    ]

@@ -42,8 +42,11 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = "WANFORGE_" + "_".join(str(part) for part in error["loc"]).upper()
             message = str(error["msg"]).removeprefix("Value error, ")
+            if not error["loc"]:  # a check across settings: its message names them; its input is
+                lines.append(f"  {message}")  # every setting given, secrets among them
+                continue
+            name = "WANFORGE_" + "_".join(str(part) for part in error["loc"]).upper()
             got = "" if "got " in message else f" (got {error.get('input')!r})"
             lines.append(f"  {name}: {message}{got}")
         typer.echo("invalid settings:\n" + "\n".join(lines), err=True)

@@ -225,8 +225,8 @@ class Settings(BaseSettings):
         ge=0,
         allow_inf_nan=False,  # a bound in bytes: inf is no number of them
         description="downloaded LoRA files a worker keeps (in its data dir's loras/), least recently "
-        "used removed first; a file used in the last 10 minutes is never removed; 0: keep none past "
-        "their job",
+        "used removed first; a file used in the last 10 minutes is never removed (so 0 keeps only "
+        "those)",
     )
 
     @property

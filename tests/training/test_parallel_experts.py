@@ -132,7 +132,7 @@ def test_two_cuda_experts_on_one_gpu_are_refused() -> None:
         train_in_parallel(trainers)
 
 
-def test_the_second_device_setting(tmp_path: Path) -> None:
+def test_the_second_device_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.training.synthetic import make_dataset_zip
     from wanforge.config import Settings
     from wanforge.engine.loading import load_pipeline
@@ -142,7 +142,13 @@ def test_the_second_device_setting(tmp_path: Path) -> None:
     assert parallel_device("off", cpu) is None
     assert parallel_device("auto", cpu) is None  # no second GPU on a CPU worker
     assert parallel_device("cpu", cpu) == cpu
+    with pytest.raises(ValueError, match=r"names cuda:1, but this worker sees 0 GPU\(s\)"):
+        parallel_device("cuda:1", cpu)  # this CPU machine: no GPU to name
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # a worker given two GPUs
     assert parallel_device("cuda:1", torch.device("cuda", 0)) == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"names cuda:7, but this worker sees 2 GPU\(s\)"):
+        parallel_device("cuda:7", torch.device("cuda", 0))
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="the model's own device"):
         parallel_device("cuda:0", torch.device("cuda", 0))
     with pytest.raises(ValueError, match="train_second_device"):
@@ -156,11 +162,12 @@ def test_the_second_device_setting(tmp_path: Path) -> None:
     assert trained.result.metrics["parallel_experts"] is True
 
 
-def test_a_second_device_without_an_index_is_the_model_s_own_gpu() -> None:
+def test_a_second_device_without_an_index_is_the_model_s_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """WANFORGE_TRAIN_SECOND_DEVICE=cuda (the pattern allows it) is cuda:0: on a worker whose model
     is on cuda:0 both experts would share one GPU, which the setting is not for."""
     from wanforge.training.job import parallel_device
 
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"names the model's own device \(cuda\)"):
         parallel_device("cuda", torch.device("cuda", 0))
     assert parallel_device("cuda", torch.device("cuda", 1)) == torch.device("cuda")

@@ -88,6 +88,11 @@ def parallel_device(choice: str, primary: torch.device) -> torch.device | None:
     device = torch.device(choice)
     if device.type == "cuda" and primary.type == "cuda" and (device.index or 0) == (primary.index or 0):
         raise ValueError(f"WANFORGE_TRAIN_SECOND_DEVICE names the model's own device ({device})")
+    visible = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= visible:
+        raise ValueError(
+            f"WANFORGE_TRAIN_SECOND_DEVICE names {device}, but this worker sees {visible} GPU(s)"
+        )
     return device
 
 

@@ -40,6 +40,7 @@ from gpu_model import (
     inputs,
     peak_memory_gib,
     reset_peak,
+    run_and_write,
     timed,
 )
 
@@ -191,14 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         help="rank of the LoRA slot compiled in (WANFORGE_COMPILE_MAX_LORA_RANK; 0: none)",
     )
     args = parser.parse_args(argv)
-    if not args.smoke and not torch.cuda.is_available():
-        parser.error("no CUDA device: run on a GPU, or pass --smoke")
-    if args.smoke:
-        torch.set_num_threads(1)
-    result = run(args)
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    return 0
+    return run_and_write(parser, args, run)
 
 
 if __name__ == "__main__":

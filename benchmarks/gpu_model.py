@@ -8,6 +8,8 @@ empty by ``to_empty``) are rebuilt on the device.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import time
 from collections.abc import Callable
@@ -156,3 +158,18 @@ def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def run_and_write(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, run: Callable[[argparse.Namespace], Any]
+) -> int:
+    """The benchmarks' common tail: a GPU unless `--smoke` (one CPU thread then), the run, and
+    its result as JSON to `--out` when given."""
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA device: run on a GPU, or pass --smoke")
+    if args.smoke:
+        torch.set_num_threads(1)
+    result = run(args)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0

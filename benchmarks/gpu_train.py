@@ -35,7 +35,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gpu_model import A14B, SMOKE, Shape, build_expert, gpu_facts, inputs, peak_memory_gib, reset_peak, timed
+from gpu_model import (
+    A14B,
+    SMOKE,
+    Shape,
+    build_expert,
+    gpu_facts,
+    inputs,
+    peak_memory_gib,
+    reset_peak,
+    run_and_write,
+    timed,
+)
 
 from wanforge.training.lora import add_lora, lora_parameters
 from wanforge.training.memory import Fp8Base, MemoryOptions, lora_compute_in_base_dtype, offload_context
@@ -145,14 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown options {unknown}; expected some of {list(OPTIONS)}")
     if args.repeats is None:
         args.repeats = 1 if args.smoke else 3
-    if not args.smoke and not torch.cuda.is_available():
-        parser.error("no CUDA device: run on a GPU, or pass --smoke")
-    if args.smoke:
-        torch.set_num_threads(1)
-    result = run(args)
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    return 0
+    return run_and_write(parser, args, run)
 
 
 if __name__ == "__main__":

@@ -296,7 +296,7 @@ def test_adapters_removed_behind_the_cache_are_loaded_again(
 ) -> None:
     first = render(request(files["a"]))
     for transformer in (loaded.pipe.transformer, loaded.pipe.transformer_2):
-        transformer.unload_lora()  # what the trainer's remove_lora does on a shared pipeline
+        transformer.unload_lora()  # as any code outside the cache may do on a shared pipeline
     assert np.array_equal(render(request(files["a"])), first)
 
 

@@ -9,6 +9,7 @@ maps them to the original Wan names.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
@@ -80,7 +81,10 @@ def add_lora(
     if not targets:
         raise ValueError("the transformer has no linears to adapt")
     transformer.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):  # peft's own init must not move the caller's RNG
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft's own init must not move the caller's RNG; beside the engine's cached generation
+        # adapters peft warns of "multiple adapters", which is what is meant here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         transformer.add_adapter(make_lora_config(targets, rank, alpha), adapter_name=adapter_name)
     transformer.set_adapter(adapter_name)
     with torch.no_grad():
@@ -103,9 +107,18 @@ def move_to(module: torch.nn.Module, device: torch.device | str) -> None:
     module.to(device)
 
 
-def remove_lora(transformer: WanTransformer3DModel) -> None:
-    """Take every LoRA layer out again, leaving the expert's own linears as they were."""
-    if getattr(transformer, "_hf_peft_config_loaded", False):
+def remove_lora(transformer: WanTransformer3DModel, adapter_name: str = ADAPTER_NAME) -> None:
+    """Take the trainer's adapter out again. Other adapters (the LoRAs a worker's engine keeps
+    loaded for generation, on the same pipeline) stay as they were, inactive: the engine sets the
+    active ones per request. With none left, the expert gets its own plain linears back."""
+    config = getattr(transformer, "peft_config", None) or {}
+    if adapter_name in config:
+        with warnings.catch_warnings():  # peft names the adapter it makes active instead: undone below
+            warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+            transformer.delete_adapters(adapter_name)
+    if getattr(transformer, "peft_config", None):
+        transformer.set_adapters([], [])  # the engine's resting state: no adapter active
+    elif getattr(transformer, "_hf_peft_config_loaded", False):
         transformer.unload_lora()
 
 

@@ -26,7 +26,7 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 from wanforge.training.checkpoint import checkpoint_path
 from wanforge.training.export import LoraInfo, export_lora, lora_file_name
 from wanforge.training.latents import ClipLike, LatentCache, load_or_build_cache
-from wanforge.training.lora import lora_modules, lora_state_dict, move_to, remove_lora
+from wanforge.training.lora import lora_state_dict, move_to, remove_lora
 from wanforge.training.memory import MemoryOptions
 from wanforge.training.timesteps import EXPERTS, Expert, expert_sigma_range
 from wanforge.training.trainer import (
@@ -126,8 +126,10 @@ def _expert(pipe: WanImageToVideoPipeline, expert: Expert) -> WanTransformer3DMo
     model = getattr(pipe, EXPERT_ATTRS[expert], None)
     if model is None:
         raise ValueError(f"the pipeline has no {EXPERT_ATTRS[expert]} (a Wan 2.2 A14B has both experts)")
-    if lora_modules(model):
-        raise ValueError("the pipeline already carries LoRA adapters; unload them before training")
+    # The engine's cached generation adapters may be on it: the trainer adds its own beside them,
+    # trains with only its own active, and removes only its own (`remove_lora`). A trainer adapter
+    # left by a run that failed before its cleanup is removed first.
+    remove_lora(model)
     return model
 
 

@@ -54,7 +54,7 @@ def direct_diffusers(
 
 @pytest.mark.parametrize(
     ("resolution", "steps", "duration_s", "shift"),
-    [("720p", 40, 5, 5.0), ("480p", 4, 1, 3.0)],  # the real defaults, and the 480p shift
+    [("720p", 40, 5, 5.0), ("480p", 4, 1, 5.0)],  # Wan 2.2 samples with shift 5.0 at every size
 )
 def test_parity_with_a_direct_diffusers_call(
     demo_loaded: LoadedModel,
@@ -203,7 +203,7 @@ def test_plan_for_the_real_profile() -> None:
     assert plan.negative_prompt == "ugly"
 
     plan = plan_generation(WAN22_I2V_A14B, GenerationRequest(image, "p", "", "480p", seed=0))
-    assert (plan.gen_width, plan.gen_height, plan.flow_shift) == (832, 480, 3.0)
+    assert (plan.gen_width, plan.gen_height, plan.flow_shift) == (832, 480, 5.0)
 
 
 def test_plan_for_the_demo_profile() -> None:

@@ -85,7 +85,6 @@ class ModelProfile:
     guidance_scale: float = 3.5
     guidance_scale_2: float = 3.5
     flow_shift: float = 5.0
-    flow_shift_480p: float = 3.0
     boundary_ratio: float = 0.9
     fps: int = 16
     strategy_1080p: Strategy1080p = "upscale"
@@ -124,8 +123,12 @@ class ModelProfile:
         return resolution
 
     def flow_shift_for(self, generation_resolution: str) -> float:
-        """The scheduler's flow shift at the preset the model denoises at."""
-        return self.flow_shift_480p if generation_resolution == "480p" else self.flow_shift
+        """The scheduler's flow shift at the preset the model denoises at: the same at every size.
+        Wan 2.2 I2V-A14B samples with ``sample_shift = 5.0`` everywhere (``wan/configs/wan_i2v_A14B.py``;
+        its ``generate.py`` takes ``cfg.sample_shift``); 3.0 at 480p was a Wan 2.1 rule. The trainer
+        samples its timesteps with the same shift, so a LoRA is served on the schedule it learned."""
+        get_preset(generation_resolution)
+        return self.flow_shift
 
     def negative_prompt_for(self, negative_prompt: str) -> str:
         return negative_prompt if negative_prompt.strip() else self.default_negative_prompt

@@ -160,3 +160,58 @@ def test_a_compute_worker_converts_each_expert_once_on_gpu_placement_and_refuses
         "lightning.safetensors carries full weight deltas (.diff), which this worker's float8 weights "
         "(WANFORGE_FP8=compute) cannot apply"
     )
+
+
+def _int8_on_cpu() -> object:
+    """A torchao config that quantizes on the CPU: a stand-in for float8 (which needs sm89+) that
+    takes the same `quantize_` path, so peft meets a torchao weight as it would on the GPU."""
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return Int8WeightOnlyConfig()
+
+
+def test_compute_under_regional_compile_slots_first_then_quantizes_the_base_layers_only() -> None:
+    """peft's torchao LoRA layer refuses the compile slot's LoRA bias, so the slot goes in before
+    torchao; the filter then converts the wrapped base linears and never the slot's A/B."""
+    from torchao.quantization import quantize_
+
+    from wanforge.engine.compile import SLOT_ADAPTER, prepare_slots
+    from wanforge.engine.fp8 import apply_fp8_compute, fp8_linear_filter
+
+    late = _tiny(attention_head_dim=16, ffn_dim=64).to(torch.bfloat16)
+    quantize_(late, _int8_on_cpu(), filter_fn=fp8_linear_filter)  # the old order: torchao first
+    with pytest.raises(ValueError, match="lora_bias"):
+        prepare_slots([late], max_lora_rank=8, dtype=torch.bfloat16)
+
+    expert = _tiny(attention_head_dim=16, ffn_dim=64).to(torch.bfloat16)
+    prepare_slots([expert], max_lora_rank=8, dtype=torch.bfloat16)
+    assert fp8_linears(expert) == [
+        f"blocks.{i}.{name}.base_layer" for i in range(2) for name in BLOCK_LINEARS
+    ]
+    apply_fp8_compute([expert], config=_int8_on_cpu())
+    to_q = expert.get_submodule("blocks.0.attn1.to_q")
+    assert "Int8" in type(to_q.base_layer.weight).__name__
+    assert type(to_q.lora_A[SLOT_ADAPTER].weight) is torch.nn.Parameter  # the slot stays plain
+    assert to_q.lora_A[SLOT_ADAPTER].weight.dtype == torch.bfloat16
+    feed = {
+        "hidden_states": torch.randn(1, 36, 3, 4, 4, dtype=torch.bfloat16),
+        "timestep": torch.tensor([500]),
+        "encoder_hidden_states": torch.randn(1, 8, 32, dtype=torch.bfloat16),
+        "return_dict": False,
+    }
+    with torch.no_grad():
+        assert expert(**feed)[0].shape == (1, 16, 3, 4, 4)
+
+
+def test_load_puts_the_compile_slot_in_before_fp8_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order of a compute + regional load, each step replaced by a recorder."""
+    from wanforge.engine import loading
+
+    order: list[str] = []
+    monkeypatch.setattr("wanforge.engine.fp8.choose_fp8", lambda *_a, **_k: "compute")
+    monkeypatch.setattr(loading, "prepare_slots", lambda experts, **_k: order.append("slots"))
+    monkeypatch.setattr(loading, "apply_fp8_compute", lambda experts: order.append("fp8"))
+    monkeypatch.setattr(loading, "compile_experts", lambda experts, **_k: order.append("compile"))
+    loaded = load_pipeline("demo", fp8="compute", compile="regional")
+    assert (loaded.fp8, loaded.compile) == ("compute", "regional")
+    assert order == ["slots", "fp8", "fp8", "compile"]

@@ -137,13 +137,22 @@ class LoraSlots:
         self._holding[expert] = holding
 
 
-def compile_experts(
-    experts: Sequence[ModelMixin], *, backend: str, max_lora_rank: int, dtype: torch.dtype
-) -> LoraSlots:
-    """LoRA slots (none at ``max_lora_rank`` 0: LoRAs refused), then regional compile, on each expert."""
+def prepare_slots(experts: Sequence[torch.nn.Module], *, max_lora_rank: int, dtype: torch.dtype) -> LoraSlots:
+    """The LoRA slot on each expert (none at ``max_lora_rank`` 0: LoRAs refused).
+
+    Before any torchao conversion (``WANFORGE_FP8=compute``): peft wraps a torchao-quantized
+    linear in its ``TorchaoLoraLinear``, which refuses the slot's ``lora_bias``. Put in first, the
+    slot wraps plain linears, and the fp8 filter then converts their ``base_layer`` only
+    (:func:`wanforge.engine.fp8.fp8_linear_filter` skips the slot's own A and B).
+    """
     slots = LoraSlots(max_lora_rank, dtype)
-    for expert in experts:
-        if slots.rank:
+    if slots.rank:
+        for expert in experts:
             slots.prepare(expert)
-        expert.compile_repeated_blocks(fullgraph=True, backend=backend)
     return slots
+
+
+def compile_experts(experts: Sequence[ModelMixin], *, backend: str) -> None:
+    """Regional compile of each expert (last: the graphs see the final modules, slots included)."""
+    for expert in experts:
+        expert.compile_repeated_blocks(fullgraph=True, backend=backend)

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
-from diffusers.models.modeling_utils import ModelMixin
 
 Fp8Choice = Literal["off", "storage", "compute", "auto"]
 Fp8Mode = Literal["off", "storage", "compute"]
@@ -92,10 +92,13 @@ def choose_fp8(requested: str, platform: Fp8Platform, *, compiled: bool = False)
 
 
 def fp8_linear_filter(module: torch.nn.Module, fqn: str) -> bool:
-    """torchao ``filter_fn``: a block's linear layer whose shape the float8 matmul takes."""
+    """torchao ``filter_fn``: a block's linear layer whose shape the float8 matmul takes. Under a
+    peft LoRA wrapper (the compile slot) that is the wrapped ``base_layer``, never the LoRA's own
+    A and B (``.lora_A.<adapter>``): the slot is rewritten per request and stays in bf16."""
     return (
         isinstance(module, torch.nn.Linear)
         and fqn.startswith("blocks.")
+        and ".lora_" not in fqn
         and module.in_features % FP8_ALIGNMENT == 0
         and module.out_features % FP8_ALIGNMENT == 0
     )
@@ -106,15 +109,16 @@ def fp8_linears(expert: torch.nn.Module) -> list[str]:
     return [name for name, module in expert.named_modules() if fp8_linear_filter(module, name)]
 
 
-def apply_fp8_compute(experts: list[ModelMixin]) -> None:
+def apply_fp8_compute(experts: Sequence[torch.nn.Module], config: Any = None) -> None:
     """torchao float8 (dynamic per-row activation scales, per-row weight scales) on the filtered
-    linears of each expert, in place, where the weights already are (on the GPU)."""
+    linears of each expert, in place, where the weights already are (on the GPU). ``config``
+    replaces the float8 config (tests pass one that quantizes on the CPU, to run the same path)."""
     logging.getLogger("torchao").setLevel(logging.ERROR)  # its optional kernels' load failures
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
     for expert in experts:
         quantize_(
             expert,
-            Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+            config if config is not None else Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
             filter_fn=fp8_linear_filter,
         )

@@ -16,7 +16,7 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
 from wanforge.engine import fp8 as fp8_choice
 from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend
-from wanforge.engine.compile import CompileMode, LoraSlots, check_compile, compile_experts
+from wanforge.engine.compile import CompileMode, LoraSlots, check_compile, compile_experts, prepare_slots
 from wanforge.engine.fp8 import Fp8Mode, apply_fp8_compute
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile, Strategy1080p
 from wanforge.engine.speed import (
@@ -246,6 +246,9 @@ def load_pipeline(
         apply_fp8_storage(pipe, compute_dtype=dtype)
     if cache == "first_block":
         apply_step_cache(pipe, step_cache_threshold)
+    slots = None
+    if compiled == "regional":  # the LoRA slots before torchao (compile.prepare_slots says why)
+        slots = prepare_slots(experts(pipe), max_lora_rank=compile_max_lora_rank, dtype=dtype)
     if fp8_mode == "compute":
         # torchao converts weights where they are (on the GPU): one expert at a time, so the peak is
         # one bf16 expert beside the converted other, then the rest follows (memory mode gpu)
@@ -255,11 +258,8 @@ def load_pipeline(
     _place(pipe, target, mode)
     if backend != "native" or attention == "native":  # unset, the experts already run native SDPA
         set_backend(pipe, backend)
-    slots = None
     if compiled == "regional":  # last: the graphs see the final modules
-        slots = compile_experts(
-            experts(pipe), backend=compile_backend, max_lora_rank=compile_max_lora_rank, dtype=dtype
-        )
+        compile_experts(experts(pipe), backend=compile_backend)
     return LoadedModel(
         pipe=pipe,
         profile=chosen_profile,

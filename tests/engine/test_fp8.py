@@ -178,12 +178,14 @@ def test_compute_under_regional_compile_slots_first_then_quantizes_the_base_laye
     from wanforge.engine.compile import SLOT_ADAPTER, prepare_slots
     from wanforge.engine.fp8 import apply_fp8_compute, fp8_linear_filter
 
-    late = _tiny(attention_head_dim=16, ffn_dim=64).to(torch.bfloat16)
+    late = _tiny(attention_head_dim=16, ffn_dim=64)
+    torch.nn.Module.to(late, torch.bfloat16)
     quantize_(late, _int8_on_cpu(), filter_fn=fp8_linear_filter)  # the old order: torchao first
     with pytest.raises(ValueError, match="lora_bias"):
         prepare_slots([late], max_lora_rank=8, dtype=torch.bfloat16)
 
-    expert = _tiny(attention_head_dim=16, ffn_dim=64).to(torch.bfloat16)
+    expert = _tiny(attention_head_dim=16, ffn_dim=64)
+    torch.nn.Module.to(expert, torch.bfloat16)
     prepare_slots([expert], max_lora_rank=8, dtype=torch.bfloat16)
     assert fp8_linears(expert) == [
         f"blocks.{i}.{name}.base_layer" for i in range(2) for name in BLOCK_LINEARS

@@ -6,6 +6,7 @@ the frames of ``compute`` are compared with the bf16 path by the GPU-only test a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -191,7 +192,7 @@ def test_compute_under_regional_compile_slots_first_then_quantizes_the_base_laye
         f"blocks.{i}.{name}.base_layer" for i in range(2) for name in BLOCK_LINEARS
     ]
     apply_fp8_compute([expert], config=_int8_on_cpu())
-    to_q = expert.get_submodule("blocks.0.attn1.to_q")
+    to_q: Any = expert.get_submodule("blocks.0.attn1.to_q")
     assert "Int8" in type(to_q.base_layer.weight).__name__
     assert type(to_q.lora_A[SLOT_ADAPTER].weight) is torch.nn.Parameter  # the slot stays plain
     assert to_q.lora_A[SLOT_ADAPTER].weight.dtype == torch.bfloat16

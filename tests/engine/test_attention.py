@@ -3,12 +3,22 @@ explicitly gives exactly the frames of diffusers' default path."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from tests.engine.conftest import FAST_TEST_PROFILE, smooth_image
-from wanforge.engine.attention import Platform, available_backends, choose_backend, probe
+from wanforge.engine.attention import (
+    TRAINABLE,
+    AttentionBackend,
+    Platform,
+    available_backends,
+    choose_backend,
+    probe,
+    training_backend,
+)
 from wanforge.engine.generate import Engine, GenerationRequest
 from wanforge.engine.loading import LoadedModel, load_pipeline
 
@@ -71,3 +81,42 @@ def test_native_set_explicitly_equals_the_default_path_exactly() -> None:
     (a, backend_a), (b, backend_b) = _frames(explicit), _frames(default)
     assert np.array_equal(a, b)
     assert backend_a == backend_b == "native"
+
+
+@pytest.mark.parametrize(
+    ("serving", "training"),
+    [
+        ("_flash_3", "_native_cudnn"),
+        ("sage", "_native_cudnn"),
+        ("_native_cudnn", "_native_cudnn"),
+        ("native", "native"),
+    ],
+)
+def test_training_runs_a_backend_with_a_backward_pass(serving: AttentionBackend, training: str) -> None:
+    # sage's kernel has no backward (q/k/v LoRAs would get no gradient); diffusers' FA3 op has no autograd
+    assert training_backend(serving) == training
+    assert training in TRAINABLE
+
+
+def test_the_trainer_swaps_the_backend_for_training_and_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker serving with sage trains on cuDNN SDPA and serves with sage again afterwards (the
+    setter is a recorder here: neither sage nor cuDNN attention runs on this CPU)."""
+    from tests.training.synthetic import make_dataset_zip
+    from wanforge.engine import attention
+    from wanforge.training import job
+    from wanforge.training.run import TrainParams
+
+    calls: list[str] = []
+    during: list[list[str]] = []
+    monkeypatch.setattr(attention, "set_backend", lambda _pipe, backend: calls.append(backend))
+    monkeypatch.setattr(job, "train_lora", lambda *_a, **_k: during.append(list(calls)))
+    loaded = load_pipeline("demo")
+    serving_sage = LoadedModel(**{**vars(loaded), "attention_backend": "sage"})
+    data = make_dataset_zip(tmp_path / "d.zip", {"a.mp4": "a square slides right"}, frames=20)
+    job.train_from_zip(
+        serving_sage, data, tmp_path / "work", TrainParams(steps=1, lora_rank=2), output_stem="x"
+    )
+    assert during == [["_native_cudnn"]]  # the whole run, preflight included, on the trainable one
+    assert calls == ["_native_cudnn", "sage"]

@@ -10,7 +10,8 @@ exact), cuDNN SDPA (CUDA, sm80+), PyTorch's native SDPA (everywhere; diffusers' 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -21,6 +22,9 @@ AttentionBackend = Literal["_flash_3", "sage", "_native_cudnn", "native"]
 AttentionChoice = Literal["auto", "_flash_3", "sage", "_native_cudnn", "native"]
 PREFERENCE: tuple[AttentionBackend, ...] = get_args(AttentionBackend)
 SETTING = "WANFORGE_ATTENTION_BACKEND"
+# The backends with a backward pass, for LoRA training. SageAttention's kernel has none (q/k/v
+# LoRAs would silently get no gradient) and diffusers' FA3 op has no autograd (backward fails).
+TRAINABLE: tuple[AttentionBackend, ...] = ("_native_cudnn", "native")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,28 @@ def choose_backend(requested: str, platform: Platform) -> AttentionBackend:
             f"{SETTING}={requested} is not available on this machine; available: {', '.join(available)}"
         )
     return requested
+
+
+def training_backend(serving: AttentionBackend) -> AttentionBackend:
+    """The backend training runs where ``serving`` is the one generation runs: the same where it
+    has a backward pass, else cuDNN SDPA (which every machine that runs sage or FA3 has, sm80+)."""
+    return serving if serving in TRAINABLE else "_native_cudnn"
+
+
+@contextmanager
+def backend_for_training(
+    pipe: WanImageToVideoPipeline, serving: AttentionBackend
+) -> Iterator[AttentionBackend]:
+    """Both experts on :func:`training_backend` while training, back on ``serving`` after."""
+    trainable = training_backend(serving)
+    if trainable == serving:
+        yield serving
+        return
+    set_backend(pipe, trainable)
+    try:
+        yield trainable
+    finally:
+        set_backend(pipe, serving)
 
 
 def set_backend(pipe: WanImageToVideoPipeline, backend: AttentionBackend) -> None:

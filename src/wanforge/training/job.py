@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from wanforge.config import Settings
+from wanforge.engine.attention import backend_for_training
 from wanforge.engine.loading import LoadedModel, exclusive_placement
 from wanforge.training.dataset import DatasetReport, prepare_dataset
 from wanforge.training.latents import ClipLike
@@ -159,7 +160,8 @@ def train_from_zip(
     if options.gradient_checkpointing != "auto":
         params = dataclasses.replace(params, gradient_checkpointing=options.gradient_checkpointing == "on")
     second = parallel_device(options.second_device, loaded.device)
-    with exclusive_placement(loaded):
+    # the serving backend may have no backward (sage, FA3): train on one that has
+    with exclusive_placement(loaded), backend_for_training(loaded.pipe, loaded.attention_backend):
         params = _preflight(
             loaded,
             dataset.samples,

@@ -24,7 +24,9 @@ DataDirOpt = Annotated[
 ModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", help="'demo' or a local Wan2.2-I2V-A14B-Diffusers directory [env WANFORGE_MODEL]"
+        "--model",
+        help="'demo', a local Wan2.2-I2V-A14B-Diffusers directory, or 'random:a14b' (full size, random "
+        "weights) [env WANFORGE_MODEL]",
     ),
 ]
 DbOpt = Annotated[

@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("wanforge-data")
     model: str = Field(
         default="demo",
-        description="'demo' (tiny random-weight model) or a local Wan2.2-I2V-A14B-Diffusers directory",
+        description="'demo' (tiny random-weight model), a local Wan2.2-I2V-A14B-Diffusers directory, or "
+        "'random:a14b' (the real sizes with random weights made on the device; docs/engine.md)",
     )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite (WAL) in the data directory"

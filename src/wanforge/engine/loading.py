@@ -1,4 +1,5 @@
-"""Loading the pipeline: the demo model built in code, or a local diffusers-format checkpoint."""
+"""Loading the pipeline: the demo model built in code, a local diffusers-format checkpoint, or
+random weights at a real size (``random:a14b``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
@@ -28,10 +29,14 @@ from wanforge.engine.speed import (
     experts,
 )
 
+if TYPE_CHECKING:
+    from wanforge.engine.random_model import RandomComponents
+
 MemoryMode = Literal["gpu", "model_offload", "group_offload"]
 MEMORY_MODES: tuple[MemoryMode, ...] = ("gpu", "model_offload", "group_offload")
 
 DEMO_MODEL = "demo"
+RANDOM_PREFIX = "random:"  # random weights at a named size: engine/random_model.py
 REQUIRED_COMPONENTS = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer", "transformer_2")
 # Room left on the GPU for activations and the VAE decode when choosing a memory mode.
 ACTIVATION_RESERVE_BYTES = 16 * 1024**3
@@ -170,6 +175,19 @@ def _load_demo() -> WanImageToVideoPipeline:
     return WanImageToVideoPipeline(**build_demo_components().as_kwargs())
 
 
+def _load_random(model: str, dtype: torch.dtype) -> tuple[WanImageToVideoPipeline, RandomComponents]:
+    """``random:<size>``: the components on the meta device (made real once the memory mode is
+    known, see :func:`wanforge.engine.random_model.materialize_for_mode`)."""
+    from wanforge.engine import random_model  # only a random-weight server builds one
+
+    try:
+        spec = random_model.parse_random_model(model)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    parts = random_model.build_meta_components(spec, dtype)
+    return WanImageToVideoPipeline(**parts.as_kwargs()), parts
+
+
 def _load_checkpoint(path: Path, dtype: torch.dtype) -> WanImageToVideoPipeline:
     validate_model_dir(path)
     with warnings.catch_warnings():
@@ -198,7 +216,9 @@ def load_pipeline(
     compile_backend: str = "inductor",
     strategy_1080p: Strategy1080p | None = None,
 ) -> LoadedModel:
-    """Load ``model``: ``"demo"`` or the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory.
+    """Load ``model``: ``"demo"``, the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory, or
+    ``"random:a14b"`` (the real sizes with random weights made on the device; see
+    :mod:`wanforge.engine.random_model`).
 
     The checkpoint runs in bfloat16 on CUDA and float32 on the CPU; the demo always in float32.
     ``memory_mode`` (CUDA only): ``"gpu"`` keeps everything resident, ``"model_offload"`` keeps
@@ -220,11 +240,17 @@ def load_pipeline(
     fp8_mode = fp8_choice.choose_fp8(fp8_requested, fp8_choice.probe(target), compiled=compiled == "regional")
     requested_mode = _check_combinations(fp8_mode, compiled, cache, requested_mode)
     backend = choose_backend(attention, probe(target))
+    random_parts: RandomComponents | None = None
     if model == DEMO_MODEL:
         pipe = _load_demo()
         dtype = torch.float32
         chosen_profile = profile or DEMO
         name = DEMO_MODEL
+    elif model.startswith(RANDOM_PREFIX):
+        dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+        pipe, random_parts = _load_random(model, dtype)
+        chosen_profile = profile or random_parts.spec.profile
+        name = model
     else:
         path = Path(model).expanduser()
         dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
@@ -235,6 +261,10 @@ def load_pipeline(
     if strategy_1080p is not None:
         chosen_profile = replace(chosen_profile, strategy_1080p=strategy_1080p)
     mode = requested_mode or _auto_memory_mode(pipe, target)
+    if random_parts is not None:  # sized on the meta device; made real where the mode keeps them
+        from wanforge.engine.random_model import materialize_for_mode
+
+        materialize_for_mode(random_parts, target, mode)
     if compiled == "regional" and mode == "group_offload":
         raise ValueError(
             "WANFORGE_COMPILE=regional cannot run with group offload (this GPU's free memory chose it): "

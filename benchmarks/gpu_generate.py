@@ -4,20 +4,25 @@
     python benchmarks/gpu_generate.py --smoke          # on the CPU, tiny config, seconds (CI)
     python benchmarks/gpu_generate.py --out results.json
     python benchmarks/gpu_generate.py --fp8 off,compute --lora-slot-rank 0   # a subset of the options
+    python benchmarks/gpu_generate.py --resolutions 720p --compile off --attention native
 
 Per resolution (480p, 720p, native 1080p; 81 frames) and option (each FP8 mode this GPU can run:
 off, storage, and compute on sm89+ with torchao; each attention backend this GPU can run; regional
 compile off/on, compiled with the engine's LoRA slot of --lora-slot-rank, as a worker with
 WANFORGE_COMPILE=regional runs; fp8 storage is not compiled: the engine refuses that pair) it measures one expert forward (seconds), its achieved TFLOP/s
 against the GPU's dense bf16 peak, the peak GPU memory, and one VAE decode of the whole video
-(plain and tiled). Per profile it reports s/step (standard: 2 forwards a step, the CFG pass
-included; ultra-fast: 1) and the end to end time: steps x s/step + the VAE decode (the text
-encoder, which runs once a job, is not included). Both experts have the same shape, so one is built.
+in float32 as the engine runs it (plain and tiled). Per profile it reports s/step (standard: 2
+forwards a step, the CFG pass included; ultra-fast: 1) and ``denoise_decode_s`` = steps x s/step
++ the VAE decode. That is not a job's end to end time: the text encoder, the VAE encode of the
+image condition and any offload transfers are left out (``gpu_acceptance.py`` times whole jobs
+through the API). Both experts have the same shape, so one is built at a time, in bf16 directly
+on the GPU, after the previous one (and its compiled blocks) is freed.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from functools import partial
@@ -55,25 +60,31 @@ PROFILES = {
 }
 
 
-def shapes(smoke: bool) -> list[Shape]:
+RESOLUTIONS = ("480p", "720p", "1080p")
+
+
+def shapes(smoke: bool, resolutions: list[str]) -> list[Shape]:
     if smoke:
         return [Shape("smoke", frames=5, height=32, width=48)]
     out = []
-    for resolution in ("480p", "720p", "1080p"):
+    for resolution in resolutions:
         width, height = generation_size(1920, 1080, resolution)  # a 16:9 input image
         out.append(Shape(resolution if resolution != "1080p" else "1080p-native", 81, height, width))
     return out
 
 
-def build_vae(smoke: bool, device: torch.device, dtype: torch.dtype) -> Any:
+def build_vae(smoke: bool, device: torch.device) -> Any:
+    """The VAE in float32, as the engine runs it (a bf16 decode bands the colours)."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
+
+    from wanforge.engine.random_model import A14B_VAE
 
     if smoke:
         from wanforge.engine.demo import build_vae as tiny
 
         module: torch.nn.Module = tiny()
-        return module.to(device=device, dtype=dtype)
-    return AutoencoderKLWan().to(device, dtype).eval()  # the Wan2.1 VAE's config is the default
+        return module.to(device=device, dtype=torch.float32)
+    return AutoencoderKLWan(**A14B_VAE).to(device, torch.float32).eval()
 
 
 def fp8_choices(device: torch.device, smoke: bool) -> list[str]:
@@ -84,10 +95,18 @@ def fp8_choices(device: torch.device, smoke: bool) -> list[str]:
     return ["off", "storage"] + (["compute"] if fp8_modes.probe(device).compute_ok else [])
 
 
+def free(device: torch.device) -> None:
+    """Give the memory of dropped experts and their compiled graphs back before the next build."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def build(
     config: dict[str, Any], device: torch.device, dtype: torch.dtype, fp8: str
 ) -> WanTransformer3DModel:
-    """An expert with ``fp8`` applied as the engine applies it at load."""
+    """An expert with ``fp8`` applied as the engine applies it at load, built in ``dtype``."""
     expert = build_expert(config, device, dtype)
     if fp8 == "storage":
         expert.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
@@ -111,14 +130,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     facts = gpu_facts(device)
     peak = facts.get("bf16_peak_tflops")
     repeats = 1 if args.smoke else args.repeats
-    backends = ["native"] if args.smoke else available_backends(probe(device))
-    compiles = [False] if args.smoke else [False, True]
+    backends = args.attention or (["native"] if args.smoke else available_backends(probe(device)))
+    compiles = [c == "regional" for c in args.compile] if args.compile else [False, not args.smoke]
+    compiles = list(dict.fromkeys(compiles))
     chosen_fp8 = args.fp8.split(",") if args.fp8 else fp8_choices(device, args.smoke)
     rows: list[dict[str, Any]] = []
     expert: WanTransformer3DModel | None = None
-    vae = build_vae(args.smoke, device, dtype)
-    for shape in shapes(args.smoke):
-        z = torch.randn(1, 16, *shape.latent, device=device, dtype=dtype)
+    built_for: tuple[str, str] | None = None
+    is_compiled = False
+    vae = build_vae(args.smoke, device)
+    for shape in shapes(args.smoke, args.resolutions):
+        z = torch.randn(1, 16, *shape.latent, device=device, dtype=torch.float32)
         vae_s: dict[str, float] = {}
         for tiled in (False, True):
             vae.enable_tiling() if tiled else vae.disable_tiling()
@@ -128,19 +150,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for fp8, backend, compiled in [
             (f, b, c) for f in chosen_fp8 for b in backends for c in compiles if not (c and f == "storage")
         ]:
-            if not compiled:  # a fresh expert per option: a compiled one keeps its compiled blocks
-                expert = None  # freed before the next is built
-                torch._dynamo.reset()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            # a fresh expert per option; only the compiled row reuses the eager row's just before
+            if expert is None or not compiled or built_for != (fp8, backend):
+                expert = None  # every reference dropped, so it is freed before the next is built
+                free(device)
                 expert = build(config, device, dtype, fp8)
                 set_backend(_Expert(expert), backend)  # type: ignore[arg-type]
-            assert expert is not None
+                built_for = (fp8, backend)
+                is_compiled = False
             model = expert
-            if compiled:
+            if compiled and not is_compiled:  # once per expert (a later size reuses its graphs)
                 if args.lora_slot_rank:
                     LoraSlots(args.lora_slot_rank, dtype).prepare(model)
                 model.compile_repeated_blocks(fullgraph=True)
+                is_compiled = True
             feed = inputs(config, shape, device, dtype)
             reset_peak(device)
             with torch.no_grad():
@@ -163,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     name: {
                         "steps": p["steps"],
                         "s_per_step": round(p["forwards_per_step"] * forward_s, 4),
-                        "end_to_end_s": round(
+                        "denoise_decode_s": round(
                             p["steps"] * p["forwards_per_step"] * forward_s + vae_s["plain"], 2
                         ),
                     }
@@ -172,6 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
+            del model, feed
     return {"facts": facts, "smoke": args.smoke, "rows": rows}
 
 
@@ -186,12 +210,32 @@ def main(argv: list[str] | None = None) -> int:
         "--fp8", help="comma-separated FP8 modes to run (off, storage, compute); default: all this GPU runs"
     )
     parser.add_argument(
+        "--resolutions",
+        type=lambda text: text.split(","),
+        default=list(RESOLUTIONS),
+        help="comma-separated, of 480p, 720p, 1080p (native 1080p; default: all)",
+    )
+    parser.add_argument(
+        "--compile",
+        type=lambda text: text.split(","),
+        help="comma-separated, of off, regional (default: both; --smoke: off)",
+    )
+    parser.add_argument(
+        "--attention",
+        type=lambda text: text.split(","),
+        help="comma-separated attention backends (default: each this GPU runs)",
+    )
+    parser.add_argument(
         "--lora-slot-rank",
         type=int,
         default=128,
         help="rank of the LoRA slot compiled in (WANFORGE_COMPILE_MAX_LORA_RANK; 0: none)",
     )
     args = parser.parse_args(argv)
+    if unknown := [r for r in args.resolutions if r not in RESOLUTIONS]:
+        parser.error(f"unknown resolutions {unknown}; expected some of {list(RESOLUTIONS)}")
+    if args.compile and (unknown := [c for c in args.compile if c not in ("off", "regional")]):
+        parser.error(f"unknown compile modes {unknown}; expected off, regional")
     return run_and_write(parser, args, run)
 
 

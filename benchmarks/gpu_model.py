@@ -1,40 +1,29 @@
 """A full-size random-weight Wan2.2-I2V-A14B expert built in place, for the GPU benchmarks.
 
 Speed and memory do not depend on weight values, so no checkpoint is downloaded: the expert is
-built on the meta device (no memory), materialised on the target device with ``to_empty`` and
-filled in place with random values; the rotary tables (buffers computed in ``__init__``, left
-empty by ``to_empty``) are rebuilt on the device.
+built by ``wanforge.engine.random_model.build_expert`` (the code behind ``--model random:a14b``)
+on the meta device, materialised on the target device in its dtype with ``to_empty`` and filled
+in place; the rotary tables are rebuilt on the device. This module adds the shapes, the FLOP
+count and the benchmarks' common tail.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformer3DModel
+
+from wanforge.engine.random_model import A14B_EXPERT, build_expert
+
+__all__ = ["A14B", "SMOKE", "build_expert"]
 
 # Wan2.2-I2V-A14B, each expert (transformer/config.json of the diffusers checkpoint)
-A14B: dict[str, Any] = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 40,
-    "attention_head_dim": 128,
-    "in_channels": 36,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 13824,
-    "num_layers": 40,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "rope_max_seq_len": 1024,
-}
+A14B: dict[str, Any] = dict(A14B_EXPERT)
 # --smoke: the same classes at a size a CPU runs in a fraction of a second
 SMOKE: dict[str, Any] = {
     **A14B,
@@ -47,27 +36,6 @@ SMOKE: dict[str, Any] = {
 TEXT_TOKENS = 512
 # dense bf16 tensor-core peak, TFLOP/s, from the vendors' data sheets (no sparsity)
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0, "L40S": 362.1, "B200": 2250.0}
-
-
-def build_expert(
-    config: dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0
-) -> WanTransformer3DModel:
-    with torch.device("meta"):
-        model = WanTransformer3DModel(**config)
-    model.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, 1.0 / math.sqrt(param.shape[-1]), generator=gen)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:  # norms' weights, the modulation table
-                param.normal_(0.0, 0.02, generator=gen).add_(1.0 if "norm" in name else 0.0)
-        model.rope = WanRotaryPosEmbed(
-            config["attention_head_dim"], config["patch_size"], config["rope_max_seq_len"]
-        ).to(device)
-    return model.to(dtype).eval()
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """LoRA training speed and memory of a full-size Wan2.2-I2V-A14B expert on one GPU, random weights.
 
-    python benchmarks/gpu_train.py                  # on a GPU: 480x832x81, rank 32, each memory option
+    python benchmarks/gpu_train.py                  # on a GPU: 480x832x33, rank 32, each memory option
     python benchmarks/gpu_train.py --smoke          # on the CPU, tiny config, seconds (CI)
     python benchmarks/gpu_train.py --out results.json
 
-    python benchmarks/gpu_train.py --options checkpointing,fp8_base --frames 33   # a subset, another window
+    python benchmarks/gpu_train.py --options checkpointing,fp8_base --frames 81   # a subset, another window
+
+The default window is the shipped A14B training profile's (``wanforge.training.profiles``: 33
+frames at the 480x832 area).
 
 One training step is what the trainer does per sample: a forward of the expert with wanforge's
 LoRA (``wanforge.training.lora.add_lora``: float32 adapter on the bf16 base), a flow-matching MSE
@@ -48,9 +51,13 @@ from gpu_model import (
     timed,
 )
 
+from wanforge.engine.profiles import WAN22_I2V_A14B
 from wanforge.training.lora import add_lora, lora_parameters
 from wanforge.training.memory import Fp8Base, MemoryOptions, lora_compute_in_base_dtype, offload_context
 from wanforge.training.preflight import CUDA_OVERHEAD_BYTES, GIB, ModelSpec, Plan, Window
+from wanforge.training.profiles import training_profile
+
+SHIPPED = training_profile(WAN22_I2V_A14B.name)  # the window a worker trains A14B on
 
 # option -> (gradient checkpointing, memory options)
 OPTIONS: dict[str, tuple[bool, MemoryOptions]] = {
@@ -117,15 +124,20 @@ def measure(
     return row
 
 
+def window(args: argparse.Namespace) -> Shape:
+    """The training window: the flags given, else the shipped profile's (--smoke: 5x32x48)."""
+    default = (5, 32, 48) if args.smoke else (SHIPPED.frames, *SHIPPED.area)
+    frames, height, width = (
+        given or d for given, d in zip((args.frames, args.height, args.width), default, strict=True)
+    )
+    return Shape("train", frames, height, width)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cpu" if args.smoke else "cuda")
     dtype = torch.float32 if args.smoke else torch.bfloat16
     config = SMOKE if args.smoke else A14B
-    default = (5, 32, 48) if args.smoke else (81, 480, 832)
-    frames, height, width = (
-        given or d for given, d in zip((args.frames, args.height, args.width), default, strict=True)
-    )
-    shape = Shape("train", frames, height, width)
+    shape = window(args)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     rows = [measure(args, option, device, dtype, config, shape) for option in args.options]
@@ -147,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         default=list(OPTIONS),
         help=f"comma-separated, of {', '.join(OPTIONS)} (default: all)",
     )
-    parser.add_argument("--frames", type=int, help="window frames (default: 81; --smoke: 5)")
-    parser.add_argument("--height", type=int, help="window height (default: 480; --smoke: 32)")
-    parser.add_argument("--width", type=int, help="window width (default: 832; --smoke: 48)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        help=f"window frames (default: {SHIPPED.frames}, the shipped profile's; --smoke: 5)",
+    )
+    parser.add_argument("--height", type=int, help=f"window height (default: {SHIPPED.area[0]}; --smoke: 32)")
+    parser.add_argument("--width", type=int, help=f"window width (default: {SHIPPED.area[1]}; --smoke: 48)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if unknown := [o for o in args.options if o not in OPTIONS]:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +47,7 @@ def test_both_gpu_benchmarks_run_in_smoke_mode(tmp_path: Path) -> None:
     assert (row["attention"], row["compile"]) == ("native", False)
     assert row["forward_s"] > 0 and set(row["vae_decode_s"]) == {"plain", "tiled"}
     assert {k: v["steps"] for k, v in row["profiles"].items()} == {"standard": 40, "ultra_fast": 4}
+    assert all(p["denoise_decode_s"] > 0 for p in row["profiles"].values())
     standard, fast = row["profiles"]["standard"], row["profiles"]["ultra_fast"]
     assert standard["s_per_step"] == pytest.approx(2 * row["forward_s"], abs=2e-4)  # + the CFG pass
     assert fast["s_per_step"] == pytest.approx(row["forward_s"], abs=1e-4)
@@ -69,3 +76,38 @@ def test_the_flop_count_of_a14b_at_720p() -> None:
         8 * L * d * d + 4 * L * L * d + 4 * L * d * d + 4 * T * d * d + 4 * L * T * d + 4 * L * d * F
     )
     assert forward_flops(A14B, tokens) == expected
+
+
+def _benchmark(name: str) -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module(name)
+
+
+def test_gpu_generate_frees_each_expert_before_it_builds_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an 80 GB card two A14B experts do not fit beside each other (defect 7): every earlier
+    expert must be gone, compiled graphs and all, when the next one is built."""
+    generate = _benchmark("gpu_generate")
+    built: list[weakref.ref[torch.nn.Module]] = []
+    alive_at_build: list[int] = []
+
+    def build_expert(*args: Any, **kwargs: Any) -> torch.nn.Module:
+        alive_at_build.append(sum(ref() is not None for ref in built))
+        expert: torch.nn.Module = real_build(*args, **kwargs)
+        built.append(weakref.ref(expert))
+        return expert
+
+    real_build = generate.build_expert
+    monkeypatch.setattr(generate, "build_expert", build_expert)
+    threads = torch.get_num_threads()
+    try:
+        assert generate.main(["--smoke", "--fp8", "off,storage,off"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert alive_at_build == [0, 0, 0]
+
+
+def test_gpu_train_defaults_to_the_shipped_training_window() -> None:
+    train = _benchmark("gpu_train")
+    flags = argparse.Namespace(smoke=False, frames=None, height=None, width=None)
+    assert train.window(flags) == train.Shape("train", 33, 480, 832)
+    assert train.window(argparse.Namespace(smoke=False, frames=81, height=None, width=None)).frames == 81

@@ -4,6 +4,7 @@ as one after the other, progress from both, a cancel or an error stopping both."
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,26 @@ def test_a_second_device_without_an_index_is_the_model_s_own_gpu(monkeypatch: py
     with pytest.raises(ValueError, match=r"names the model's own device \(cuda\)"):
         parallel_device("cuda", torch.device("cuda", 0))
     assert parallel_device("cuda", torch.device("cuda", 1)) == torch.device("cuda")
+
+
+def test_releasing_cached_memory_empties_the_expert_s_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the second expert's thread the current device is cuda:0: the release makes the expert's
+    own device current first (recorders here: no GPU on this machine)."""
+    import contextlib
+
+    from wanforge.training.trainer import release_cached_memory
+
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def current(device: torch.device) -> Iterator[None]:
+        events.append(f"enter {device}")
+        yield
+        events.append(f"exit {device}")
+
+    monkeypatch.setattr(torch.cuda, "device", current)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
+    release_cached_memory(torch.device("cuda:1"))
+    assert events == ["enter cuda:1", "empty_cache", "exit cuda:1"]
+    release_cached_memory(torch.device("cpu"))
+    assert len(events) == 3

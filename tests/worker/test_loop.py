@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+import pytest
+
 from wanforge.config import Settings
 from wanforge.store import jobs
 from wanforge.store.db import Database
@@ -256,3 +258,22 @@ def test_a_worker_claims_only_the_kinds_it_is_set_to(settings: Settings, db: Dat
     loop.run_forever(max_jobs=1)
     assert ran == ["train"] and list(loop.tasks) == ["train"]
     assert jobs.get_status(db, train) == "completed" and jobs.get_status(db, gen) == "created"
+
+
+def test_a_worker_sets_expandable_segments_before_loading_and_keeps_the_operators_own(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    from wanforge.worker import loop as worker_loop
+    from wanforge.worker import tasks
+
+    seen: list[str | None] = []
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.setattr(
+        tasks, "build_tasks", lambda _s: seen.append(os.environ.get("PYTORCH_CUDA_ALLOC_CONF"))
+    )
+    worker_loop._build_tasks(settings)
+    assert seen == ["expandable_segments:True"]  # in place when the model loads
+
+    own = {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}
+    worker_loop.prefer_expandable_segments(own)
+    assert own == {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}

@@ -315,8 +315,16 @@ class ExpertTrainer:
             self._fp8.restore(self.transformer)
             self._fp8 = None
         lora_compute_in_float32(self.transformer)
-        gc.collect()
-        if self.device.type == "cuda":
+        release_cached_memory(self.device)
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give ``device``'s cached blocks back. ``torch.cuda.empty_cache`` acts on the thread's
+    current device, which on the low-noise expert's thread (parallel experts) is cuda:0, not the
+    second GPU it trained on: so it runs with ``device`` made current."""
+    gc.collect()
+    if device.type == "cuda":
+        with torch.cuda.device(device):
             torch.cuda.empty_cache()
 
 

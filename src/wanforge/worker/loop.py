@@ -10,7 +10,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from wanforge.config import Settings
@@ -36,7 +36,21 @@ log = logging.getLogger("wanforge.worker")
 GIVE_BACK_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, *TRANSIENT_STORE_ERRORS)
 
 
+ALLOCATOR_SETTING = "PYTORCH_CUDA_ALLOC_CONF"
+EXPANDABLE_SEGMENTS = "expandable_segments:True"
+
+
+def prefer_expandable_segments(environ: MutableMapping[str, str]) -> None:
+    """A long-lived worker meets many activation shapes (480p to 1080p, 5 s and 8 s, training
+    windows): PyTorch's caching allocator with expandable segments grows one mapping instead of
+    leaving fixed-size segments that fragment (PyTorch's "CUDA memory management" notes). Read by
+    torch when CUDA first allocates, so it is set before the model loads; an operator's own
+    PYTORCH_CUDA_ALLOC_CONF is kept as it is."""
+    environ.setdefault(ALLOCATOR_SETTING, EXPANDABLE_SEGMENTS)
+
+
 def _build_tasks(settings: Settings) -> dict[str, Task]:
+    prefer_expandable_segments(os.environ)
     from wanforge.worker.tasks import build_tasks  # imports torch: only in the worker process
 
     return build_tasks(settings)

@@ -51,7 +51,7 @@ from gpu_model import (
 
 from wanforge.engine import fp8 as fp8_modes
 from wanforge.engine.attention import available_backends, probe, set_backend
-from wanforge.engine.compile import LoraSlots
+from wanforge.engine.compile import compile_experts, prepare_slots
 from wanforge.engine.sizing import generation_size
 
 PROFILES = {
@@ -104,14 +104,29 @@ def free(device: torch.device) -> None:
 
 
 def build(
-    config: dict[str, Any], device: torch.device, dtype: torch.dtype, fp8: str
+    config: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+    fp8: str,
+    *,
+    compiled: bool = False,
+    lora_slot_rank: int = 0,
+    compile_backend: str = "inductor",
+    attention: str = "native",
 ) -> WanTransformer3DModel:
-    """An expert with ``fp8`` applied as the engine applies it at load, built in ``dtype``."""
+    """An expert built in ``dtype`` with the options applied in the order ``load_pipeline``
+    applies them: fp8 storage, the compile LoRA slot, fp8 compute (torchao), the attention
+    backend, regional compile."""
     expert = build_expert(config, device, dtype)
     if fp8 == "storage":
         expert.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    elif fp8 == "compute":
+    if compiled:
+        prepare_slots([expert], max_lora_rank=lora_slot_rank, dtype=dtype)
+    if fp8 == "compute":
         fp8_modes.apply_fp8_compute([expert])
+    set_backend(_Expert(expert), attention)  # type: ignore[arg-type]
+    if compiled:
+        compile_experts([expert], backend=compile_backend)
     return expert
 
 
@@ -136,8 +151,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     chosen_fp8 = args.fp8.split(",") if args.fp8 else fp8_choices(device, args.smoke)
     rows: list[dict[str, Any]] = []
     expert: WanTransformer3DModel | None = None
-    built_for: tuple[str, str] | None = None
-    is_compiled = False
     vae = build_vae(args.smoke, device)
     for shape in shapes(args.smoke, args.resolutions):
         z = torch.randn(1, 16, *shape.latent, device=device, dtype=torch.float32)
@@ -150,20 +163,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for fp8, backend, compiled in [
             (f, b, c) for f in chosen_fp8 for b in backends for c in compiles if not (c and f == "storage")
         ]:
-            # a fresh expert per option; only the compiled row reuses the eager row's just before
-            if expert is None or not compiled or built_for != (fp8, backend):
-                expert = None  # every reference dropped, so it is freed before the next is built
-                free(device)
-                expert = build(config, device, dtype, fp8)
-                set_backend(_Expert(expert), backend)  # type: ignore[arg-type]
-                built_for = (fp8, backend)
-                is_compiled = False
+            # a fresh expert per option (the compile slot goes in before torchao, as at load);
+            # every reference to the last one is dropped first, so two never share the GPU
+            expert = None
+            free(device)
+            expert = build(
+                config,
+                device,
+                dtype,
+                fp8,
+                compiled=compiled,
+                lora_slot_rank=args.lora_slot_rank,
+                attention=backend,
+            )
             model = expert
-            if compiled and not is_compiled:  # once per expert (a later size reuses its graphs)
-                if args.lora_slot_rank:
-                    LoraSlots(args.lora_slot_rank, dtype).prepare(model)
-                model.compile_repeated_blocks(fullgraph=True)
-                is_compiled = True
             feed = inputs(config, shape, device, dtype)
             reset_peak(device)
             with torch.no_grad():

@@ -3,6 +3,7 @@ explicitly gives exactly the frames of diffusers' default path."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from wanforge.engine.attention import (
     choose_backend,
     probe,
     training_backend,
+    trial_run,
 )
 from wanforge.engine.generate import Engine, GenerationRequest
 from wanforge.engine.loading import LoadedModel, load_pipeline
@@ -59,7 +61,6 @@ def test_a_cpu_has_only_native() -> None:
 
 
 def _frames(loaded: LoadedModel) -> tuple[np.ndarray, str]:
-    from dataclasses import replace
 
     profile = replace(loaded.profile, **FAST_TEST_PROFILE, generation_area=48 * 32)  # type: ignore[arg-type]
     engine = Engine(replace(loaded, profile=profile))
@@ -94,8 +95,43 @@ def test_native_set_explicitly_equals_the_default_path_exactly() -> None:
 )
 def test_training_runs_a_backend_with_a_backward_pass(serving: AttentionBackend, training: str) -> None:
     # sage's kernel has no backward (q/k/v LoRAs would get no gradient); diffusers' FA3 op has no autograd
-    assert training_backend(serving) == training
+    assert training_backend(serving, H100) == training
     assert training in TRAINABLE
+    cudnn_failed = replace(H100, failed=(("_native_cudnn", "RuntimeError: no kernel"),))
+    assert training_backend(serving, cudnn_failed) == (
+        "native" if serving in ("sage", "_flash_3") else serving
+    )
+
+
+def test_a_backend_that_fails_its_trial_run_is_not_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library that imports is not yet a kernel that runs: each candidate runs once at probe
+    time (a GPU is faked here: capability, cuDNN and the trial are replaced)."""
+    tried: list[str] = []
+
+    def trial(backend: AttentionBackend, _device: torch.device) -> str | None:
+        tried.append(backend)
+        return "RuntimeError: No available kernel" if backend == "_native_cudnn" else None
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d: (9, 0))
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    platform = probe(torch.device("cuda"), library_usable=lambda name: name == "sage", trial=trial)
+    assert tried == ["sage", "_native_cudnn"]  # native needs no trial
+    assert available_backends(platform) == ["sage", "native"]
+    assert choose_backend("auto", platform) == "sage"
+    assert training_backend("sage", platform) == "native"
+    with pytest.raises(ValueError) as info:
+        choose_backend("_native_cudnn", platform)
+    assert str(info.value) == (
+        "WANFORGE_ATTENTION_BACKEND=_native_cudnn failed its trial run on this GPU "
+        "(RuntimeError: No available kernel); available: sage, native"
+    )
+
+
+def test_the_trial_run_passes_a_working_kernel_and_names_a_failing_one() -> None:
+    cpu = torch.device("cpu")
+    assert trial_run("native", cpu) is None  # forward and backward run on this CPU
+    why = trial_run("_native_cudnn", cpu)  # cuDNN attention has no CPU kernel: a real failure
+    assert why is not None and why.startswith("RuntimeError")
 
 
 def test_the_trainer_swaps_the_backend_for_training_and_back(
@@ -113,7 +149,7 @@ def test_the_trainer_swaps_the_backend_for_training_and_back(
     monkeypatch.setattr(attention, "set_backend", lambda _pipe, backend: calls.append(backend))
     monkeypatch.setattr(job, "train_lora", lambda *_a, **_k: during.append(list(calls)))
     loaded = load_pipeline("demo")
-    serving_sage = LoadedModel(**{**vars(loaded), "attention_backend": "sage"})
+    serving_sage = replace(loaded, attention_backend="sage", training_attention_backend="_native_cudnn")
     data = make_dataset_zip(tmp_path / "d.zip", {"a.mp4": "a square slides right"}, frames=20)
     job.train_from_zip(
         serving_sage, data, tmp_path / "work", TrainParams(steps=1, lora_rank=2), output_stem="x"

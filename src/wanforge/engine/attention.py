@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import torch
@@ -36,6 +36,8 @@ class Platform:
     cudnn: bool = False
     flash_attn_3: bool = False
     sageattention: bool = False
+    # backends whose trial run failed on this device, with why (see `trial_run`)
+    failed: tuple[tuple[str, str], ...] = ()
 
 
 def _library_usable(backend: str) -> bool:
@@ -53,28 +55,58 @@ def _library_usable(backend: str) -> bool:
     return True
 
 
-def probe(device: torch.device, library_usable: Callable[[str], bool] = _library_usable) -> Platform:
+def trial_run(backend: AttentionBackend, device: torch.device) -> str | None:
+    """Run ``backend`` once on a small bf16 attention (and its backward, for the backends training
+    may use) on ``device``; None when it works, else why not. A library that imports is not yet a
+    kernel that runs: cuDNN's SDPA, for one, refuses some head sizes, dtypes and driver versions."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
+
+    # (batch, sequence, heads, head_dim) as the Wan blocks call it: 40 heads of 128 in the A14B
+    q = torch.randn(1, 256, 2, 128, device=device, dtype=torch.bfloat16, requires_grad=backend in TRAINABLE)
+    try:
+        out = dispatch_attention_fn(q, q, q, backend=AttentionBackendName(backend))
+        if backend in TRAINABLE:
+            out.float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as exc:  # any failure of a kernel counts: the reason is reported
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+    return None
+
+
+def probe(
+    device: torch.device,
+    library_usable: Callable[[str], bool] = _library_usable,
+    trial: Callable[[AttentionBackend, torch.device], str | None] = trial_run,
+) -> Platform:
     if device.type != "cuda":
         return Platform(cuda=False)
-    return Platform(
+    found = Platform(
         cuda=True,
         capability=torch.cuda.get_device_capability(device),
         cudnn=bool(torch.backends.cudnn.is_available()),
         flash_attn_3=library_usable("_flash_3"),
         sageattention=library_usable("sage"),
     )
+    failed = tuple(
+        (name, why)
+        for name in available_backends(found)
+        if name != "native" and (why := trial(name, device)) is not None
+    )
+    return replace(found, failed=failed)
 
 
 def available_backends(platform: Platform) -> list[AttentionBackend]:
     """The backends ``platform`` can run, fastest first; ``native`` always."""
     sm = platform.capability or (0, 0)
+    failed = dict(platform.failed)
     usable: dict[AttentionBackend, bool] = {
         "_flash_3": platform.cuda and sm[0] == 9 and platform.flash_attn_3,
         "sage": platform.cuda and sm >= (8, 0) and platform.sageattention,
         "_native_cudnn": platform.cuda and sm >= (8, 0) and platform.cudnn,
         "native": True,
     }
-    return [name for name in PREFERENCE if usable[name]]
+    return [name for name in PREFERENCE if usable[name] and name not in failed]
 
 
 def choose_backend(requested: str, platform: Platform) -> AttentionBackend:
@@ -84,6 +116,12 @@ def choose_backend(requested: str, platform: Platform) -> AttentionBackend:
         return available[0]
     if requested not in PREFERENCE:
         raise ValueError(f"{SETTING} must be auto or one of {', '.join(PREFERENCE)}, got {requested!r}")
+    failed = dict(platform.failed)
+    if requested in failed:
+        raise ValueError(
+            f"{SETTING}={requested} failed its trial run on this GPU ({failed[requested]}); "
+            f"available: {', '.join(available)}"
+        )
     if requested not in available:
         raise ValueError(
             f"{SETTING}={requested} is not available on this machine; available: {', '.join(available)}"
@@ -91,18 +129,21 @@ def choose_backend(requested: str, platform: Platform) -> AttentionBackend:
     return requested
 
 
-def training_backend(serving: AttentionBackend) -> AttentionBackend:
+def training_backend(serving: AttentionBackend, platform: Platform | None = None) -> AttentionBackend:
     """The backend training runs where ``serving`` is the one generation runs: the same where it
-    has a backward pass, else cuDNN SDPA (which every machine that runs sage or FA3 has, sm80+)."""
-    return serving if serving in TRAINABLE else "_native_cudnn"
+    has a backward pass, else the first of :data:`TRAINABLE` that ``platform`` runs (cuDNN SDPA
+    on the GPUs that run sage or FA3, unless its trial run failed; native SDPA always works)."""
+    if serving in TRAINABLE:
+        return serving
+    available = available_backends(platform) if platform is not None else list(TRAINABLE)
+    return next(name for name in TRAINABLE if name in available)
 
 
 @contextmanager
 def backend_for_training(
-    pipe: WanImageToVideoPipeline, serving: AttentionBackend
+    pipe: WanImageToVideoPipeline, serving: AttentionBackend, trainable: AttentionBackend
 ) -> Iterator[AttentionBackend]:
-    """Both experts on :func:`training_backend` while training, back on ``serving`` after."""
-    trainable = training_backend(serving)
+    """Both experts on ``trainable`` (:func:`training_backend`) while training, back on ``serving`` after."""
     if trainable == serving:
         yield serving
         return

@@ -16,7 +16,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
 from wanforge.engine import fp8 as fp8_choice
-from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend
+from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend, training_backend
 from wanforge.engine.compile import CompileMode, LoraSlots, check_compile, compile_experts, prepare_slots
 from wanforge.engine.fp8 import Fp8Mode, apply_fp8_compute
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile, Strategy1080p
@@ -56,6 +56,8 @@ class LoadedModel:
     name: str
     # the diffusers attention backend both experts run (see engine/attention.py)
     attention_backend: AttentionBackend = "native"
+    # the backend LoRA training runs (one with a backward pass: see attention.training_backend)
+    training_attention_backend: AttentionBackend = "native"
     # memory and speed options set on both experts (see engine/speed.py)
     fp8: Fp8Mode = "off"
     step_cache: StepCache = "off"
@@ -239,7 +241,8 @@ def load_pipeline(
     compiled = check_compile(compile, compile_max_lora_rank)
     fp8_mode = fp8_choice.choose_fp8(fp8_requested, fp8_choice.probe(target), compiled=compiled == "regional")
     requested_mode = _check_combinations(fp8_mode, compiled, cache, requested_mode)
-    backend = choose_backend(attention, probe(target))
+    platform = probe(target)  # on a GPU: each candidate backend runs once (attention.trial_run)
+    backend = choose_backend(attention, platform)
     random_parts: RandomComponents | None = None
     if model == DEMO_MODEL:
         pipe = _load_demo()
@@ -298,6 +301,7 @@ def load_pipeline(
         memory_mode=mode,
         name=name,
         attention_backend=backend,
+        training_attention_backend=training_backend(backend, platform),
         fp8=fp8_mode,
         step_cache=cache,
         compile=compiled,

@@ -161,7 +161,10 @@ def train_from_zip(
         params = dataclasses.replace(params, gradient_checkpointing=options.gradient_checkpointing == "on")
     second = parallel_device(options.second_device, loaded.device)
     # the serving backend may have no backward (sage, FA3): train on one that has
-    with exclusive_placement(loaded), backend_for_training(loaded.pipe, loaded.attention_backend):
+    with (
+        exclusive_placement(loaded),
+        backend_for_training(loaded.pipe, loaded.attention_backend, loaded.training_attention_backend),
+    ):
         params = _preflight(
             loaded,
             dataset.samples,

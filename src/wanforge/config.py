@@ -303,6 +303,22 @@ class Settings(BaseSettings):
         min_length=1,
         description="the torch.compile backend of WANFORGE_COMPILE=regional (inductor; aot_eager in tests)",
     )
+    compile_warmup: str = Field(
+        default="480p,720p",
+        description="under WANFORGE_COMPILE=regional: the resolutions whose shapes each expert runs once at "
+        "worker start, so no request pays for compiling them (comma-separated; empty: none)",
+    )
+
+    @field_validator("compile_warmup")
+    @classmethod
+    def _check_compile_warmup(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in ("480p", "720p", "1080p")]
+        if unknown:
+            raise ValueError(
+                f"unknown resolution {unknown[0]!r}; expected 480p, 720p or 1080p, comma-separated"
+            )
+        return ",".join(names)
 
     @property
     def ultra_fast_configured(self) -> bool:

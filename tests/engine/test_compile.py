@@ -79,6 +79,27 @@ def test_regional_compile_gives_the_eager_frames(eager: Engine) -> None:
     assert np.array_equal(frames, _render(eager))
 
 
+def test_the_warm_up_compiles_the_served_shape_so_the_first_request_does_not(eager: Engine) -> None:
+    from wanforge.engine.warmup import warm_up, warmup_shapes
+
+    engine = _engine(_compiled())
+    fast = replace(engine.loaded, profile=replace(engine.loaded.profile, fps=1))  # 5 s at 1 fps: 5 frames
+    assert [(s.frames, s.height, s.width) for s in warmup_shapes(fast, ["480p", "720p", "1080p"])] == [
+        (5, 32, 48)
+    ]
+    before = _graphs()
+    seconds = warm_up(fast, ["480p"])
+    assert list(seconds) == ["480p 48x32x5"] and _graphs() - before == 1
+    req = GenerationRequest(smooth_image(48, 32, seed=5), "a cat walks", "", "480p", seed=11, duration_s=5)
+    with torch.random.fork_rng(devices=[]):
+        frames = Engine(fast).generate(req).frames
+    assert _graphs() - before == 1  # the request ran on the warmed-up graph
+    with torch.random.fork_rng(devices=[]):
+        assert np.array_equal(
+            frames, Engine(replace(eager.loaded, profile=fast.profile)).generate(req).frames
+        )
+
+
 def test_lora_swaps_match_the_uncompiled_path_and_never_recompile(eager: Engine, tmp_path: Path) -> None:
     a = write_diffusers(random_lora(1, rank=4), tmp_path / "a.safetensors")
     b = write_diffusers(random_lora(2, rank=2), tmp_path / "b.safetensors")
@@ -206,3 +227,29 @@ def test_settings_read_the_compile_options(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("WANFORGE_COMPILE_MAX_LORA_RANK", "-1")
     with pytest.raises(ValueError, match="compile_max_lora_rank"):
         Settings()
+
+
+def test_a_compiled_worker_warms_up_the_configured_sizes_before_its_first_job(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from wanforge.config import Settings
+    from wanforge.worker import tasks
+
+    warmed: list[list[str]] = []
+
+    def record(_loaded: LoadedModel, resolutions: list[str]) -> dict[str, float]:
+        warmed.append(resolutions)
+        return {}
+
+    monkeypatch.setattr(tasks, "warm_up", record)
+    monkeypatch.setattr(
+        tasks, "load_pipeline", lambda *_a, **_k: replace(load_pipeline("demo"), compile="regional")
+    )
+    settings = Settings(data_dir=tmp_path, compile_warmup=" 720p, 1080p ")
+    assert settings.compile_warmup == "720p,1080p"
+    tasks.build_tasks(settings)
+    assert warmed == [["720p", "1080p"]]
+    tasks.build_tasks(settings.model_copy(update={"compile_warmup": ""}))
+    assert warmed == [["720p", "1080p"]]
+    with pytest.raises(ValueError, match="unknown resolution '4k'; expected 480p, 720p or 1080p"):
+        Settings(data_dir=tmp_path, compile_warmup="480p,4k")

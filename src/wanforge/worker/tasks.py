@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 from wanforge.config import Settings
@@ -9,12 +10,15 @@ from wanforge.engine.adapters import held_files
 from wanforge.engine.generate import Engine
 from wanforge.engine.loading import LoadedModel, load_pipeline
 from wanforge.engine.upscale import LearnedUpscaler, load_upscaler
+from wanforge.engine.warmup import warm_up
 from wanforge.safety.checker import build_checker
 from wanforge.store.workers import attention_detail
 from wanforge.worker.affinity import HeldLoras
 from wanforge.worker.context import Task
 from wanforge.worker.generate_task import run_generate
 from wanforge.worker.train_task import refuse_training, run_train
+
+log = logging.getLogger("wanforge.worker")
 
 
 class TaskTable(dict[str, Task]):
@@ -64,6 +68,10 @@ def build_engine(settings: Settings) -> Engine:
 def build_tasks(settings: Settings) -> TaskTable:
     engine = build_engine(settings)
     loaded = engine.loaded
+    if loaded.compile == "regional" and settings.compile_warmup:
+        # before the first claim: no request pays for compiling the served shapes
+        seconds = warm_up(loaded, settings.compile_warmup.split(","))
+        log.info("compile warm-up: %s", ", ".join(f"{shape} {s:.1f} s" for shape, s in seconds.items()))
     held = HeldLoras(partial(held_files, engine.adapters))
     speed_options = [
         name

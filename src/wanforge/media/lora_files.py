@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from safetensors import SafetensorError, safe_open
+
 __all__ = [
     "CONVERT_HINT",
     "LORA_NAME_MAX_CHARS",
@@ -122,58 +124,77 @@ def find_in_lora_dir(lora_dir: Path, name: str) -> Path | None:
 
 
 def check_safetensors(path: Path, size: int) -> int:
-    """Read the header of the `size`-byte file at `path`; return its tensor count.
+    """Check that the `size`-byte file at `path` is a safetensors file; return its tensor count.
 
-    The header is an 8-byte little-endian length and that many bytes of JSON mapping tensor names
-    to `{dtype, shape, data_offsets}`; the data must end exactly at the end of the file. Written
-    by hand on purpose: the `safetensors` library only reports a corrupt header, while this names
-    a pickle, a HTML page or a truncated download, each with what to do about it.
+    The `safetensors` library parses and validates the header (its tensor offsets, dtypes and
+    the file's length). Only when it refuses a file does this look at the first bytes, to say what
+    the file is instead (a PyTorch pickle or ZIP, an HTML page, JSON, a truncated download) and
+    what to do: the library's own message names none of these. The first bytes are never taken
+    for magic before the library has refused the file: a valid header length is 8 little-endian
+    bytes that may begin with 0x80 or `PK` like a pickle or a ZIP does (1 valid file in 32 was
+    refused that way, the trainer's own outputs among them).
     """
-    with path.open("rb") as f:
-        head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's ZIP or a raw pickle stream
-            raise LoraFileError(f"the file is a PyTorch pickle, not safetensors; {CONVERT_HINT}")
-        if len(head) < 8:
-            raise LoraFileError(f"the file is not a safetensors file ({size} bytes is too short)")
-        (length,) = struct.unpack("<Q", head)
-        if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
-            raise LoraFileError(_not_safetensors(head))
-        raw = f.read(length)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise LoraFileError("the file is not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise LoraFileError("the file is not a safetensors file (its header is not a JSON object)")
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    end = 0
-    for name, info in tensors.items():
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
+        with safe_open(str(path), framework="numpy") as f:
+            count = len(list(f.keys()))
+    except (SafetensorError, OSError, ValueError, RecursionError) as exc:
+        raise LoraFileError(_not_safetensors(path, size, exc)) from None
+    if not count:
+        raise LoraFileError("the safetensors file contains no tensors")
+    return count
+
+
+def _not_safetensors(path: Path, size: int, error: Exception) -> str:
+    """What a file the safetensors library refused is, from its first bytes, and what to do."""
+    with path.open("rb") as f:
+        head = f.read(16)
+        if head[:4] == b"PK\x03\x04" or (
+            head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
         ):
-            raise LoraFileError(f"the safetensors header is malformed at tensor {name[:80]!r}")
-        end = max(end, offsets[1])
-    if 8 + length + end != size:
-        raise LoraFileError(
-            f"the safetensors file is truncated or corrupt: its header describes {8 + length + end} "
+            return f"the file is a PyTorch pickle, not safetensors; {CONVERT_HINT}"
+        if len(head) < 8:
+            return f"the file is not a safetensors file ({size} bytes is too short)"
+        text = head.lstrip()[:1]
+        if text == b"<":
+            return "the file is not a safetensors file (it looks like an HTML page: check the URL)"
+        if text == b"{":
+            return "the file is not a safetensors file (it looks like JSON)"
+        (length,) = struct.unpack("<Q", head[:8])
+        if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
+            return "the file is not a safetensors file (its first 8 bytes are not a header length)"
+        f.seek(8)
+        raw = f.read(length)
+    described = _described_bytes(raw)
+    if described is not None and 8 + length + described != size:
+        return (
+            f"the safetensors file is truncated or corrupt: its header describes {8 + length + described} "
             f"bytes, the file has {size}"
         )
-    if not tensors:
-        raise LoraFileError("the safetensors file contains no tensors")
-    return len(tensors)
+    if raw.lstrip()[:1] == b"[":
+        return "the file is not a safetensors file (its header is not a JSON object)"
+    reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    return f"the safetensors file is corrupt ({reason})"
 
 
-def _not_safetensors(head: bytes) -> str:
-    text = head.lstrip()[:1]
-    if text == b"<":
-        return "the file is not a safetensors file (it looks like an HTML page: check the URL)"
-    if text == b"{":
-        return "the file is not a safetensors file (it looks like JSON)"
-    return "the file is not a safetensors file (its first 8 bytes are not a header length)"
+def _described_bytes(raw: bytes) -> int | None:
+    """The data length a header's offsets describe, for the message only (None: no usable offsets).
+    Nesting is bounded by Python's recursion limit: a deeply nested header is just 'corrupt'."""
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    ends = [
+        info["data_offsets"][1]
+        for name, info in header.items()
+        if name != "__metadata__"
+        and isinstance(info, dict)
+        and isinstance(info.get("data_offsets"), list)
+        and len(info["data_offsets"]) == 2
+        and isinstance(info["data_offsets"][1], int)
+    ]
+    return max(ends) if ends else None
 
 
 def sha256_file(path: Path) -> str:

@@ -315,6 +315,26 @@ def test_a_file_matching_no_layer_lists_at_most_ten_keys(engine: Engine, tmp_pat
     assert str(tmp_path) not in message
 
 
+def test_a_lora_with_nan_or_inf_is_refused_and_absurd_values_are_noted(
+    engine: Engine, image: Image.Image, tmp_path: Path
+) -> None:
+    """A diverged export "completed" with a black video; it is refused (1401 at the worker)."""
+    lora = random_lora(4)
+    first = sorted(k for k in lora if ".lora_B." in k)[0]
+    for bad in (float("nan"), float("inf")):
+        broken = {**lora, first: lora[first].clone().fill_(bad)}
+        path = write_wanforge(broken, tmp_path / "diverged.safetensors")
+        with pytest.raises(LoraError) as caught:
+            engine.adapters.load([request(path, name="diverged.safetensors")])
+        assert str(caught.value).startswith(
+            "diverged.safetensors holds NaN or infinite values in 1 tensors ("
+        )
+    huge = {**lora, first: lora[first] * 1e6}
+    path = write_wanforge(huge, tmp_path / "huge.safetensors")
+    result = engine.generate(request_for(image, request(path, name="huge.safetensors")))
+    assert any(n.startswith("huge.safetensors: values up to ") for n in result.notes)
+
+
 def test_a_lora_for_a_wider_model_is_a_clear_shape_error(engine: Engine, tmp_path: Path) -> None:
     wider = WanTransformer3DModel(**{**transformer_config(), "attention_head_dim": 16})  # hidden 32, not 24
     add_lora(wider, rank=4, alpha=4.0, generator=torch.Generator().manual_seed(0))

@@ -148,7 +148,7 @@ def fit_to_model(parsed: ParsedLora, transformer: torch.nn.Module, name: str) ->
             f"{len(parsed.keys)} keys): {list_keys(parsed.keys)}"
         )
     skipped = sorted(parsed.unknown) + sorted(unmatched)
-    notes = (
+    notes = list(parsed.warnings) + (
         [f"{name}: skipped {len(skipped)} tensors that match no layer of this model: {list_keys(skipped)}"]
         if skipped
         else []

@@ -87,6 +87,38 @@ class ParsedLora:
     # the file's own keys that no converter understands
     unknown: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    # what the file's values say about it, for the prediction's logs (absurd magnitudes)
+    warnings: list[str] = field(default_factory=list)
+
+
+# Largest |value| a sane LoRA tensor holds: trained A/B weights and deltas are far below 1; a file
+# above this is kept (a user may mean it) but named in the prediction's notes.
+ABSURD_MAGNITUDE = 1e4
+
+
+def check_values(tensors: Mapping[str, torch.Tensor], name: str) -> list[str]:
+    """Refuse (LoraError) a file with a NaN or infinite value: it "completes" with a black video.
+    Returns a warning when a value is absurdly large (over :data:`ABSURD_MAGNITUDE`)."""
+    not_finite: list[str] = []
+    largest, largest_key = 0.0, ""
+    for key, value in tensors.items():
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        if not bool(torch.isfinite(value).all()):
+            not_finite.append(key)
+            continue
+        peak = float(value.abs().max())
+        if peak > largest:
+            largest, largest_key = peak, key
+    if not_finite:
+        raise LoraError(
+            f"{name} holds NaN or infinite values in {len(not_finite)} tensors "
+            f"({', '.join(not_finite[:3])}{', ...' if len(not_finite) > 3 else ''}): it would make a black "
+            "video; re-export it from a run that did not diverge"
+        )
+    if largest > ABSURD_MAGNITUDE:
+        return [f"{name}: values up to {largest:.3g} (in {largest_key}): a diverged or mis-scaled LoRA?"]
+    return []
 
 
 def read_lora(path: Path, name: str) -> ParsedLora:
@@ -97,7 +129,10 @@ def read_lora(path: Path, name: str) -> ParsedLora:
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118  # safe_open has no __iter__
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoraError(f"{name} is not a readable .safetensors file") from exc
-    return parse_lora(tensors, metadata, name)
+    warnings = check_values(tensors, name)
+    parsed = parse_lora(tensors, metadata, name)
+    parsed.warnings.extend(warnings)
+    return parsed
 
 
 def _family(key: str) -> tuple[Family, str]:

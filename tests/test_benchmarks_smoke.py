@@ -1,4 +1,4 @@
-"""The GPU benchmarks run with --smoke (CPU, tiny config) so they never rot; both in parallel."""
+"""The GPU benchmarks run with --smoke (CPU, tiny config) so they never rot."""
 
 from __future__ import annotations
 
@@ -111,3 +111,42 @@ def test_gpu_train_defaults_to_the_shipped_training_window() -> None:
     flags = argparse.Namespace(smoke=False, frames=None, height=None, width=None)
     assert train.window(flags) == train.Shape("train", 33, 480, 832)
     assert train.window(argparse.Namespace(smoke=False, frames=81, height=None, width=None)).frames == 81
+
+
+def test_the_acceptance_run_in_smoke_mode(tmp_path: Path) -> None:
+    """The acceptance run's smoke: the real server, engine and trainer on random:tiny, every row."""
+    path = tmp_path / "acceptance.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_acceptance.py"), "--smoke", "--out", str(path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(path.read_text())
+    assert (result["smoke"], result["model"], result["facts"]["device"]) == (True, "random:tiny", "cpu")
+    rows = {r["row"]: r for r in result["rows"]}
+    options = [
+        f"forward_smoke_fp8-{f}_compile-{c}"
+        for f in ("off", "storage", "compute")
+        for c in ("off", "regional")
+    ]
+    assert list(rows) == ["api_480p", "steps_720p", *options, "train_step"]
+    assert [r["row"] for r in result["rows"] if r["error"]] == []
+
+    api = rows["api_480p"]
+    assert api["video"] == "832x480, 81 frames" and api["seconds"] > 0 and api["inference_ms"] > 0
+    steps = rows["steps_720p"]
+    assert steps["seconds"] > 0 and steps["memory_mode"] == "gpu" and "steps 2..2 of 40" in steps["what"]
+    ran = [o for o in options if rows[o]["skipped"] is None]
+    assert ran == options[:3]  # storage is not compiled; compute needs an sm89+ GPU
+    assert all(rows[o]["seconds"] > 0 for o in ran)
+    assert rows[options[3]]["skipped"].startswith("the engine refuses WANFORGE_COMPILE=regional")
+    assert all("needs a CUDA GPU of compute capability 8.9" in rows[o]["skipped"] for o in options[4:])
+    train = rows["train_step"]
+    assert train["seconds"] > 0 and "rank 32" in train["what"] and train["preflight_estimate_gib"] >= 0
+    for r in result["rows"]:
+        measured = r["skipped"] is None
+        assert (r["measured_how"] == "not applicable (CPU)") is measured
+        assert (r["plan"] or "").startswith("plan: ") is measured
+
+    table = path.with_suffix(".md").read_text().splitlines()
+    assert "on **cpu**" in table[0] and "random:tiny" in table[0]
+    assert table[2].startswith("| row | what | seconds |") and len(table) == 4 + len(rows)

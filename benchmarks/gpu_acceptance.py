@@ -1,0 +1,543 @@
+"""The GPU acceptance run: the product path at full size with random weights, in one command.
+
+    python benchmarks/gpu_acceptance.py --out acceptance.json           # one H100/H200, <= 8 min
+    python benchmarks/gpu_acceptance.py --out /tmp/a.json --smoke       # CPU, tiny model, seconds (CI)
+    python benchmarks/gpu_acceptance.py --out a.json --rows api,train   # a subset
+
+It writes JSON to ``--out`` and a markdown table beside it (``--out`` with ``.md``). Rows, in order:
+
+- ``api``: ``wanforge serve --model random:a14b`` in a subprocess (API + worker process, as an
+  operator runs it), with random-weight distill LoRA files as ``WANFORGE_ULTRA_FAST_*_LORA`` (rank
+  64, the LightX2V distill LoRAs' rank, on every linear of every block, diffusers names, written to
+  a temporary directory); one 480p and one 720p ultra-fast job through the HTTP API: upload, submit,
+  poll, MP4 (probed), the content check included. Time: submit to completed as the client sees it. Memory: the worker is another
+  process, so its row holds the peak of ``nvidia-smi``'s used memory for that process, sampled every
+  0.2 s (the caching allocator's reserve included), not ``max_memory_allocated``.
+- ``steps``: the standard 40-step profile at 720p through the engine in this process (the model
+  loaded as a worker with default settings loads it), stopped after a few steps: seconds per step
+  over steps 2..N (each 2 forwards, the CFG pass included; step 1 also holds the text encoder and
+  the VAE encode), with the high-noise expert (the first steps of 40 are all above the boundary).
+- ``options``: one 720p forward of one expert per FP8 mode (off, storage, compute) x regional
+  compile (off, on), each expert built as ``load_pipeline`` builds it (compile with the LoRA slot of
+  rank 128); what this device cannot run is a row with the reason. A compiled row's first call
+  compiles: its time is a second call.
+- ``train``: one LoRA training step of one expert at the shipped window (33 frames at 480x832),
+  rank 32, gradient checkpointing: ``gpu_train.py``'s step (forward, MSE, backward, AdamW).
+
+Each in-process row resets ``torch.cuda.max_memory_allocated`` and reports its peak beside the
+memory plan's prediction for the same work (``wanforge.engine.plan``; "plan: not available" where
+it cannot say). ``--smoke`` runs the same code on the CPU with ``random:tiny`` (the demo's sizes,
+the demo profile) through the real server and engine; for CI time it compiles with the ``eager``
+backend (dynamo's full-graph capture, no code generation) and runs only the 480p API job, with no
+content check. An MP4 of noise (what random weights make) encodes slower than a real video's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import gpu_generate
+import gpu_train
+from gpu_model import SMOKE, Shape, gpu_facts, inputs, timed
+
+from wanforge.engine import fp8 as fp8_modes
+from wanforge.engine.random_model import build_meta_components, parse_random_model
+from wanforge.engine.sizing import generation_size
+
+ROWS = ("api", "steps", "options", "train")
+GIB = 2**30
+ULTRA_FAST = {
+    "480p": "wavespeed-ai/wan-2.2/i2v-480p-ultra-fast",
+    "720p": "wavespeed-ai/wan-2.2/i2v-720p-ultra-fast",
+}
+DISTILL_RANK = {"a14b": 64, "tiny": 4}
+
+
+def row(name: str, what: str, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "row": name,
+        "what": what,
+        "seconds": None,
+        "seconds_are": None,
+        "measured_peak_gib": None,
+        "measured_how": None,
+        "plan_peak_gib": None,
+        "plan": None,
+        "skipped": None,
+        "error": None,
+    }
+    base.update(fields)
+    print(json.dumps(base), flush=True)
+    return base
+
+
+# --- memory: measured and planned ---------------------------------------------------------------
+
+
+def reset_peak(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def measured(device: torch.device) -> dict[str, Any]:
+    if device.type != "cuda":
+        return {"measured_how": "not applicable (CPU)"}
+    return {
+        "measured_peak_gib": round(torch.cuda.max_memory_allocated(device) / GIB, 2),
+        "measured_how": "torch.cuda.max_memory_allocated",
+    }
+
+
+def planned(kind: str, device: torch.device, **request: Any) -> dict[str, Any]:
+    """The memory plan's predicted peak for the same work, or why there is none."""
+    try:
+        from wanforge.engine import plan as planning  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return {"plan": "plan: not available (wanforge.engine.plan does not exist in this tree)"}
+    del planning, kind, device, request
+    return {"plan": "plan: not available (wanforge.engine.plan exists; this script does not call it yet)"}
+
+
+# --- api: a real server, two ultra-fast jobs -----------------------------------------------------
+
+
+def write_distill_loras(model: str, rank: int, folder: Path) -> tuple[Path, Path]:
+    """Random LoRA files on every linear of every block of ``model``'s experts (diffusers names;
+    the shapes come from the meta-device build, so nothing of the model is made)."""
+    from safetensors.torch import save_file
+
+    parts = build_meta_components(parse_random_model(model), torch.bfloat16)
+    linears = [
+        (name, module)
+        for name, module in parts.transformer.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.startswith("blocks.")
+    ]
+    files = []
+    for index, expert in enumerate(("high_noise", "low_noise")):
+        gen = torch.Generator().manual_seed(index)
+        tensors = {}
+        for name, linear in linears:
+            a = torch.randn(rank, linear.in_features, generator=gen) / linear.in_features**0.5
+            b = torch.randn(linear.out_features, rank, generator=gen) * 0.01
+            tensors[f"transformer.{name}.lora_A.weight"] = a.to(torch.bfloat16)
+            tensors[f"transformer.{name}.lora_B.weight"] = b.to(torch.bfloat16)
+        path = folder / f"distill_{expert}.safetensors"
+        save_file(tensors, str(path))
+        files.append(path)
+    return files[0], files[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(model: str, folder: Path, env: dict[str, str], ready_s: float) -> Iterator[tuple[str, str, int]]:
+    """``wanforge serve`` with one worker; yields (base URL, API key, server pid) once ready."""
+    port = free_port()
+    key = "wf_accept_" + secrets.token_hex(16)
+    log = folder / "server.log"
+    full_env = {
+        **os.environ,
+        "WANFORGE_API_KEY": key,
+        "WANFORGE_ALLOW_PRIVATE_URLS": "1",  # the job reads its image from this server's own URL
+        "WANFORGE_POLL_INTERVAL_S": "0.1",
+        **env,
+    }
+    command = [sys.executable, "-m", "wanforge", "serve", "--port", str(port)]
+    command += ["--data-dir", str(folder / "data"), "--model", model]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"the server did not become ready in {ready_s:.0f} s:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"{base}/health", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+                if health.json().get("worker") == "ready":
+                    break
+            time.sleep(0.2)
+        yield base, key, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class GpuMemorySampler:
+    """The peak of nvidia-smi's used memory of the processes other than this one, sampled."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.every_s = every_s
+        self.peak_mib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+                text = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
+                for line in text.splitlines():
+                    pid, used = (int(v) for v in line.split(","))
+                    if pid != os.getpid():
+                        self.peak_mib = max(self.peak_mib, used)
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> GpuMemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def input_image() -> bytes:
+    from PIL import Image
+
+    pixels = torch.linspace(0, 255, 1280 * 720 * 3).reshape(720, 1280, 3).to(torch.uint8).numpy()
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")  # 16:9, so both presets are exact
+    return out.getvalue()
+
+
+def api_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> list[dict[str, Any]]:
+    from wanforge.training.videos import probe_video
+
+    size = parse_random_model(args.model).size
+    high, low = write_distill_loras(args.model, DISTILL_RANK[size], folder)
+    env = {
+        "WANFORGE_ULTRA_FAST_HIGH_NOISE_LORA": str(high),
+        "WANFORGE_ULTRA_FAST_LOW_NOISE_LORA": str(low),
+    }
+    if args.smoke:  # seconds matter in CI: no content check of the noise, one job (the code is one loop)
+        env.update(CUDA_VISIBLE_DEVICES="", WANFORGE_CONTENT_CHECKER="none")
+    jobs = list(ULTRA_FAST.items())[:1] if args.smoke else list(ULTRA_FAST.items())
+    rows = []
+    ready_s, job_s = (60, 60) if args.smoke else (420, 300)
+    with (
+        serve(args.model, folder, env, ready_s) as (base, key, _pid),
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c,
+    ):
+        image = c.post("/api/v3/media/upload/binary", files={"file": ("in.png", input_image())})
+        image_url = image.json()["data"]["download_url"]
+        for resolution, model_id in jobs:
+            body = {"image": image_url, "prompt": "a cat walks across the room", "seed": 1}
+            sampler = GpuMemorySampler() if device.type == "cuda" else contextlib.nullcontext()
+            with sampler:
+                started = time.monotonic()
+                pid = c.post(f"/api/v3/{model_id}", json=body).json()["data"]["id"]
+                deadline = started + job_s
+                while (data := c.get(f"/api/v3/predictions/{pid}/result").json()["data"])["status"] in (
+                    "created",
+                    "processing",
+                ):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{model_id} not done in {job_s} s")
+                    time.sleep(0.1)
+                seconds = time.monotonic() - started
+            what = f"{model_id} through the API: upload, submit, poll, MP4 ({args.model})"
+            if data["status"] != "completed":
+                rows.append(row(f"api_{resolution}", what, error=f"{data['status']}: {data['error']}"))
+                continue
+            video = folder / f"{resolution}.mp4"
+            video.write_bytes(c.get(data["outputs"][0]).content)
+            info = probe_video(video)
+            memory: dict[str, Any] = {"measured_how": "not applicable (CPU)"}
+            if isinstance(sampler, GpuMemorySampler):
+                memory = {
+                    "measured_peak_gib": round(sampler.peak_mib / 1024, 2),
+                    "measured_how": "nvidia-smi used memory of the worker process, sampled (not "
+                    "max_memory_allocated: another process)",
+                }
+            rows.append(
+                row(
+                    f"api_{resolution}",
+                    what,
+                    seconds=round(seconds, 2),
+                    seconds_are="submit to completed, as the client sees it",
+                    inference_ms=data.get("timings", {}).get("inference"),
+                    video=f"{info.width}x{info.height}, {info.frames} frames",
+                    **memory,
+                    **planned("generate", device, resolution=resolution, frames=info.frames),
+                )
+            )
+    return rows
+
+
+# --- in this process: steps, options, train -----------------------------------------------------
+
+
+def steps_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The standard profile's seconds per step at 720p, through the engine, stopped after N steps."""
+    from PIL import Image
+
+    from wanforge.engine.generate import Engine, GenerationCancelled, GenerationRequest
+    from wanforge.engine.loading import load_pipeline
+
+    stop_after = 2 if args.smoke else 3
+    reset_peak(device)
+    loaded = load_pipeline(args.model, device=str(device))
+    engine = Engine(loaded)
+    marks: list[float] = []
+    request = GenerationRequest(
+        image=Image.open(io.BytesIO(input_image())),
+        prompt="a cat walks across the room",
+        negative_prompt="",
+        resolution="720p",
+        seed=1,
+        duration_s=5,
+    )
+    with contextlib.suppress(GenerationCancelled):
+        engine.generate(
+            request,
+            on_step=lambda done, total: marks.append(time.perf_counter()),
+            should_cancel=lambda: len(marks) >= stop_after,
+        )
+    per_step = [b - a for a, b in itertools.pairwise(marks)]
+    steps = loaded.profile.steps
+    width, height = generation_size(1280, 720, "720p") if not args.smoke else (0, 0)
+    result = row(
+        "steps_720p",
+        f"standard profile ({steps} steps, CFG), 720p, {loaded.memory_mode}: steps 2..{stop_after} of {steps}",
+        seconds=round(sum(per_step) / len(per_step), 3) if per_step else None,
+        seconds_are="per denoising step (2 forwards), high-noise expert; not a whole job",
+        memory_mode=loaded.memory_mode,
+        **measured(device),
+        **planned("generate", device, resolution="720p", frames=81, size=(width, height)),
+    )
+    del engine, loaded
+    return result
+
+
+def option_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """One 720p forward of one expert per FP8 mode x regional compile."""
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    config = SMOKE if args.smoke else parse_a14b_expert()
+    if args.smoke:
+        shape = Shape("smoke", 5, 32, 48)
+    else:
+        width, height = generation_size(1920, 1080, "720p")
+        shape = Shape("720p", 81, height, width)
+    probe = fp8_modes.probe(device)
+    rows = []
+    for fp8 in ("off", "storage", "compute"):
+        for compiled in (False, True):
+            name = f"forward_{shape.name}_fp8-{fp8}_compile-{'regional' if compiled else 'off'}"
+            what = f"one expert forward, {shape.width}x{shape.height}x{shape.frames}"
+            skip = None
+            if compiled and fp8 == "storage":
+                skip = "the engine refuses WANFORGE_COMPILE=regional with WANFORGE_FP8=storage"
+            elif fp8 == "compute" and not probe.compute_ok:
+                skip = compute_refusal(probe)
+            if skip:
+                rows.append(row(name, what, skipped=skip))
+                continue
+            reset_peak(device)
+            try:
+                expert = gpu_generate.build(
+                    config,
+                    device,
+                    dtype,
+                    fp8,
+                    compiled=compiled,
+                    lora_slot_rank=4 if args.smoke else 128,
+                    compile_backend="eager" if args.smoke else "inductor",
+                )
+                feed = inputs(config, shape, device, dtype)
+                with torch.no_grad():
+                    seconds = timed(partial(expert, **feed, return_dict=False), device, 1, warmup=1)
+            except torch.OutOfMemoryError as exc:
+                rows.append(
+                    row(name, what, error=f"out of memory: {str(exc).splitlines()[0]}", **measured(device))
+                )
+                continue
+            finally:
+                expert = feed = None
+                gpu_generate.free(device)
+            rows.append(
+                row(
+                    name,
+                    what,
+                    seconds=round(seconds, 4),
+                    seconds_are="one forward (after an untimed one that compiles, when compiled)",
+                    **measured(device),
+                    **planned(
+                        "forward", device, resolution="720p", frames=shape.frames, options={"fp8": fp8}
+                    ),
+                )
+            )
+    return rows
+
+
+def compute_refusal(probe: fp8_modes.Fp8Platform) -> str:
+    """The engine's own words for why FP8 compute cannot run on this device."""
+    try:
+        fp8_modes.choose_fp8("compute", probe)
+    except ValueError as exc:
+        return str(exc)
+    return "fp8 compute cannot run here"
+
+
+def parse_a14b_expert() -> dict[str, Any]:
+    from wanforge.engine.random_model import A14B_EXPERT
+
+    return dict(A14B_EXPERT)
+
+
+def train_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    config = SMOKE if args.smoke else parse_a14b_expert()
+    flags = argparse.Namespace(smoke=args.smoke, frames=None, height=None, width=None, rank=32, repeats=1)
+    shape = gpu_train.window(flags)
+    reset_peak(device)
+    step = gpu_train.measure(flags, "checkpointing", device, dtype, config, shape)
+    gc.collect()
+    return row(
+        "train_step",
+        f"one LoRA training step of one expert, {shape.width}x{shape.height}x{shape.frames}, rank 32, "
+        "gradient checkpointing",
+        seconds=step["s_per_step"],
+        seconds_are="one step (forward, loss, backward, AdamW), after an untimed one",
+        error=step["error"],
+        preflight_estimate_gib=step["estimate_gib"],
+        **measured(device),
+        **planned("train", device, frames=shape.frames, rank=32),
+    )
+
+
+# --- the run and its table ----------------------------------------------------------------------
+
+
+def markdown(result: dict[str, Any]) -> str:
+    facts = result["facts"]
+    lines = [
+        f"GPU acceptance run on **{facts.get('gpu') or facts['device']}** "
+        f"(torch {facts['torch']}, diffusers {facts['diffusers']}, model `{result['model']}`"
+        f"{', smoke run' if result['smoke'] else ''}), {result['total_s']} s in all.",
+        "",
+        "| row | what | seconds | seconds are | measured peak GiB | plan peak GiB | note |",
+        "|---|---|---:|---|---:|---:|---|",
+    ]
+    for r in result["rows"]:
+        note = "; ".join(
+            str(v)
+            for v in (r["skipped"] and f"skipped: {r['skipped']}", r["error"], r["measured_how"], r["plan"])
+            if v
+        )
+        cells = [
+            r["row"],
+            r["what"],
+            "" if r["seconds"] is None else str(r["seconds"]),
+            r["seconds_are"] or "",
+            "" if r["measured_peak_gib"] is None else str(r["measured_peak_gib"]),
+            "" if r["plan_peak_gib"] is None else str(r["plan_peak_gib"]),
+            note,
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device("cpu" if args.smoke else "cuda")
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    folder = Path(tempfile.mkdtemp(prefix="wanforge-acceptance-"))
+    steps: dict[str, Callable[[], list[dict[str, Any]]]] = {
+        "api": lambda: api_rows(args, device, folder),  # first: the server needs the whole GPU
+        "steps": lambda: [steps_row(args, device)],
+        "options": lambda: option_rows(args, device),
+        "train": lambda: [train_row(args, device)],
+    }
+    phase_s: dict[str, float] = {}
+    try:
+        for name in ROWS:
+            if name in args.rows:
+                begun = time.monotonic()
+                try:
+                    rows.extend(steps[name]())
+                except Exception as exc:  # one failed row must not lose the others' figures
+                    rows.append(row(name, "failed", error=f"{type(exc).__name__}: {exc}"))
+                gc.collect()
+                phase_s[name] = round(time.monotonic() - begun, 1)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "facts": gpu_facts(device),
+        "model": args.model,
+        "smoke": args.smoke,
+        "total_s": round(time.monotonic() - started, 1),
+        "phase_s": phase_s,  # wall time of each group of rows, set-up included
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the JSON results; the table goes to .md")
+    parser.add_argument("--smoke", action="store_true", help="CPU, random:tiny, seconds (CI)")
+    parser.add_argument(
+        "--rows",
+        type=lambda text: text.split(","),
+        default=list(ROWS),
+        help=f"comma-separated, of {', '.join(ROWS)} (default: all)",
+    )
+    parser.add_argument("--model", help="the model source (default: random:a14b; --smoke: random:tiny)")
+    args = parser.parse_args(argv)
+    if unknown := [r for r in args.rows if r not in ROWS]:
+        parser.error(f"unknown rows {unknown}; expected some of {list(ROWS)}")
+    args.model = args.model or ("random:tiny" if args.smoke else "random:a14b")
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA device: run on a GPU, or pass --smoke")
+    if args.smoke:
+        torch.set_num_threads(1)
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 1 if any(r["error"] for r in result["rows"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

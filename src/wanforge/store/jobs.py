@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 
+from wanforge.store import fairness
 from wanforge.store.affinity import AFFINITY_WINDOW, Queued, input_lora_ids, preferred
 from wanforge.store.clock import at
 from wanforge.store.db import Database, is_row_id, utcnow
@@ -190,19 +191,22 @@ def claim_next(
     prefer: frozenset[str] = frozenset(),
     affinity_wait_s: float = 0.0,
 ) -> Prediction | None:
-    """Take the oldest runnable job (new, or whose worker lost its lease) for `lease_s` seconds
+    """Take the next runnable job (new, or whose worker lost its lease) for `lease_s` seconds
     of the database's clock (`now`: a test's stand-in for it, so expiry is tested without sleeping).
 
-    LoRA affinity (`wanforge.store.affinity`): with `prefer` (the identities of the LoRAs this
-    worker holds loaded) and `affinity_wait_s` > 0, the oldest of the `AFFINITY_WINDOW` oldest
-    runnable jobs that names one of them is taken instead, unless the oldest runnable job has
-    waited longer than `affinity_wait_s` by the database's clock: then strict FIFO, so no job
-    waits much past that for a worker to prefer it.
+    Fair between keys (`wanforge.store.fairness`): the job goes to the key with the earliest
+    turn, and of that key's jobs the oldest runs first. LoRA affinity (`wanforge.store.affinity`)
+    within the fair choice: with `prefer` (the identities of the LoRAs this worker holds loaded)
+    and `affinity_wait_s` > 0, the oldest of that key's `AFFINITY_WINDOW` oldest runnable jobs
+    that names one of them is taken instead, unless the key's oldest runnable job has waited
+    longer than `affinity_wait_s` by the database's clock: then its oldest, so no job waits much
+    past that for a worker to prefer it.
 
-    PostgreSQL: one statement; `FOR UPDATE SKIP LOCKED` lets concurrent workers pass over the row
-    another is taking instead of queueing behind it (the preferred job: one unlocked read of the
-    window's short columns, then one such statement for that row alone). SQLite (one writer at a
-    time, no SKIP LOCKED): pick, then compare-and-set, retried when another worker won the row."""
+    One read of the keys with runnable jobs and their turns (and, for affinity, one of the key's
+    window), then the chosen row is taken and its key charged its turn in one transaction:
+    PostgreSQL locks that row alone with `FOR UPDATE SKIP LOCKED`, passing over a row another
+    worker is taking instead of queueing behind it; SQLite (one writer at a time) takes it with
+    a compare-and-set. A row another worker won is left out and the choice made again."""
     if affinity_wait_s < 0:
         raise ValueError(f"affinity_wait_s must be >= 0, got {affinity_wait_s}")
     _settle_abandoned(db, now)
@@ -211,28 +215,36 @@ def claim_next(
         Prediction.kind.in_(kinds),
         Prediction.cancel_requested.is_(False),
     )
-    if prefer and affinity_wait_s > 0:
-        chosen = _preferred_job(db, runnable, prefer, affinity_wait_s, now)
-        if chosen is not None and (row := _take(db, chosen, runnable, worker_id, lease_s, now)) is not None:
-            return row
-    oldest = select(Prediction.id).where(*runnable).order_by(Prediction.created_at).limit(1)
-    if db.engine.dialect.name == "postgresql":
+    taken_by_others: list[str] = []
+    for _ in range(CLAIM_TRIES):
+        candidates = (*runnable, Prediction.id.notin_(taken_by_others)) if taken_by_others else runnable
         with db.session() as s:
-            return s.scalars(
-                update(Prediction)
-                .where(Prediction.id == oldest.with_for_update(skip_locked=True).scalar_subquery())
-                .values(_claim_values(worker_id, lease_s, now))
-                .returning(Prediction)
-                .execution_options(synchronize_session=False)
-            ).first()
-    for _ in range(5):
-        with db.session() as s:
-            candidate = s.scalars(oldest).first()
-        if candidate is None:
+            found, vtime = fairness.heads(s, candidates)
+        head = fairness.fair_pick(found, vtime)
+        if head is None:
             return None
-        if (row := _take(db, candidate, runnable, worker_id, lease_s, now)) is not None:
+        of_key = (*candidates, _of_key(head.key_id))
+        chosen = None
+        if prefer and affinity_wait_s > 0:
+            chosen = _preferred_job(db, of_key, prefer, affinity_wait_s, now)
+        if chosen is None:
+            with db.session() as s:
+                chosen = s.scalar(
+                    select(Prediction.id).where(*of_key).order_by(Prediction.created_at).limit(1)
+                )
+            if chosen is None:  # its jobs were taken meanwhile
+                continue
+        if (row := _take(db, chosen, runnable, worker_id, lease_s, now, head.key_id)) is not None:
             return row
+        taken_by_others.append(chosen)
     return None
+
+
+CLAIM_TRIES = 8  # choices made again after losing the chosen row to another worker
+
+
+def _of_key(key_id: str | None) -> Any:
+    return Prediction.api_key_id.is_(None) if key_id is None else Prediction.api_key_id == key_id
 
 
 def _preferred_job(
@@ -264,8 +276,10 @@ def _take(
     worker_id: str,
     lease_s: float,
     now: datetime | None,
+    key_id: str | None,
 ) -> Prediction | None:
-    """Claim the job `prediction_id` if it is still runnable; None when another worker has it.
+    """Claim the job `prediction_id` if it is still runnable, charging `key_id` its turn in the
+    same transaction; None when another worker has it.
 
     PostgreSQL: one statement that locks that row alone, skipping it when another worker holds
     it. SQLite: a compare-and-set."""
@@ -277,19 +291,24 @@ def _take(
             .scalar_subquery()
         )
         with db.session() as s:
-            return s.scalars(
+            row = s.scalars(
                 update(Prediction)
                 .where(Prediction.id == locked)
                 .values(_claim_values(worker_id, lease_s, now))
                 .returning(Prediction)
                 .execution_options(synchronize_session=False)
             ).first()
+            if row is not None and key_id is not None:
+                fairness.charge(s, key_id)
+            return row
     with db.session() as s:
         claimed = s.execute(
             update(Prediction)
             .where(Prediction.id == prediction_id, *runnable)
             .values(_claim_values(worker_id, lease_s, now))
         ).rowcount  # type: ignore[attr-defined]
+        if claimed == 1 and key_id is not None:
+            fairness.charge(s, key_id)
     return get_prediction(db, prediction_id) if claimed == 1 else None
 
 

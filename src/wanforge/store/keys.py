@@ -26,13 +26,28 @@ def hash_key(plaintext: str) -> str:
 
 @dataclass(frozen=True)
 class KeyOptions:
-    """What an operator sets on a key. `rpm` / `concurrency`: None = the server's default,
-    0 = unlimited. `expires_at` (naive UTC): None = never."""
+    """What an operator sets on a key. `rpm` / `concurrency` / `max_queued`: None = the server's
+    default, 0 = unlimited. `weight`: its share of the workers (store/fairness.py), > 0.
+    `expires_at` (naive UTC): None = never."""
 
     is_admin: bool = False
     rpm: int | None = None
     concurrency: int | None = None
     expires_at: datetime | None = None
+    weight: float = 1.0
+    max_queued: int | None = None
+
+    def __post_init__(self) -> None:
+        check_weight(self.weight)
+
+
+MAX_WEIGHT = 1000.0
+
+
+def check_weight(weight: float) -> None:
+    """A key's weight: a finite number above 0, at most MAX_WEIGHT (ValueError naming it)."""
+    if not 0 < weight <= MAX_WEIGHT:
+        raise ValueError(f"weight must be above 0 and at most {MAX_WEIGHT:g}, got {weight:g}")
 
 
 def _insert(db: Database, plaintext: str, name: str, options: KeyOptions) -> ApiKey:
@@ -47,6 +62,10 @@ def _insert(db: Database, plaintext: str, name: str, options: KeyOptions) -> Api
         concurrency=options.concurrency,
         expires_at=options.expires_at,
         rate_count=0,
+        weight=options.weight,
+        fair_start=0.0,
+        fair_finish=0.0,
+        max_queued=options.max_queued,
     )
     with db.session() as s:
         s.add(row)
@@ -133,9 +152,13 @@ def update_key(
     rpm: int | None = UNCHANGED,
     concurrency: int | None = UNCHANGED,
     expires_at: datetime | None = UNCHANGED,
+    weight: float = UNCHANGED,
+    max_queued: int | None = UNCHANGED,
 ) -> list[ApiKey]:
-    """Change the limits or expiry of the one key `id_or_prefix` names; the matches, to report.
-    None for a limit means the server's default again, None for `expires_at` never."""
+    """Change the limits, weight or expiry of the one key `id_or_prefix` names; the matches, to
+    report. None for a limit means the server's default again, None for `expires_at` never."""
+    if weight is not UNCHANGED:
+        check_weight(weight)
     with db.session() as s:
         rows = _matching(s, id_or_prefix)
         if len(rows) == 1:
@@ -146,4 +169,8 @@ def update_key(
                 row.concurrency = concurrency
             if expires_at is not UNCHANGED:
                 row.expires_at = expires_at
+            if weight is not UNCHANGED:
+                row.weight = weight
+            if max_queued is not UNCHANGED:
+                row.max_queued = max_queued
     return rows

@@ -79,6 +79,12 @@ class ApiKey(Base):
     # submissions counted in the fixed minute that starts at rate_window (store/quotas.py)
     rate_window: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     rate_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # fair scheduling (store/fairness.py): its share of the workers, and its turns
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    fair_start: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    fair_finish: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # its predictions waiting in the queue at most; None = WANFORGE_DEFAULT_MAX_QUEUED, 0 = unlimited
+    max_queued: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Upload(Base):

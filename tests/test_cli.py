@@ -66,6 +66,29 @@ def test_keys_admin_limits_expiry_and_update(tmp_path: Path) -> None:
     assert parse_expiry("never", now) is None
 
 
+def test_keys_weight_and_queue_cap(tmp_path: Path) -> None:
+    from wanforge.store.db import Database
+    from wanforge.store.keys import list_keys
+
+    data = ["--data-dir", str(tmp_path)]
+    created = runner.invoke(app, ["keys", "create", "--weight", "2.5", "--max-queued", "5", *data])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[0]
+    assert "weight 2.5, queue 5" in runner.invoke(app, ["keys", "list", *data]).stdout
+    for bad in ("0", "-1", "nan", "1001"):
+        refused = runner.invoke(app, ["keys", "update", key[:8], "--weight", bad, *data])
+        assert refused.exit_code != 0 and "--weight" in refused.output, refused.output
+    updated = runner.invoke(
+        app, ["keys", "update", key[:8], "--weight", "0.5", "--max-queued", "default", *data]
+    )
+    assert updated.exit_code == 0, updated.output
+    db = Database(f"sqlite:///{tmp_path / 'wanforge.db'}")
+    [row] = list_keys(db)
+    assert (row.weight, row.max_queued) == (0.5, None)
+    db.dispose()
+    assert "weight 0.5, queue default" in runner.invoke(app, ["keys", "list", *data]).stdout
+
+
 def test_generate_writes_an_mp4(tmp_path: Path) -> None:
     from wanforge.training.videos import probe_video
 

@@ -555,6 +555,36 @@ ConcurrencyOpt = Annotated[
         help="predictions queued or running at once; 0 = unlimited [WANFORGE_DEFAULT_CONCURRENCY]",
     ),
 ]
+MaxQueuedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-queued",
+        min=0,
+        help="predictions waiting in the queue at once; 0 = unlimited [WANFORGE_DEFAULT_MAX_QUEUED]",
+    ),
+]
+WeightOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weight", help="share of the workers against other keys' (1 = even; 2 = twice as many turns)"
+    ),
+]
+
+
+def parse_weight(value: str) -> float:
+    """A key's weight for `keys create/update`: a number above 0 (store/keys.py: check_weight)."""
+    from wanforge.store.keys import check_weight
+
+    try:
+        weight = float(value)
+        check_weight(weight)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            str(exc) if "weight" in str(exc) else "expected a number", param_hint="--weight"
+        ) from None
+    return weight
+
+
 ExpiresOpt = Annotated[
     str | None,
     typer.Option("--expires", help="never | a duration (30d, 12h, 90m) | an ISO 8601 date or time (UTC)"),
@@ -567,6 +597,8 @@ def keys_create(
     admin: Annotated[bool, typer.Option("--admin", help="sees and manages every key's predictions")] = False,
     rpm: RpmOpt = None,
     concurrency: ConcurrencyOpt = None,
+    max_queued: MaxQueuedOpt = None,
+    weight: WeightOpt = None,
     expires: ExpiresOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
@@ -580,6 +612,8 @@ def keys_create(
         rpm=rpm,
         concurrency=concurrency,
         expires_at=parse_expiry(expires, utcnow()) if expires is not None else None,
+        max_queued=max_queued,
+        weight=parse_weight(weight) if weight is not None else 1.0,
     )
     db = _open_db(load_settings(data_dir=data_dir, database_url=database_url))
     plaintext, row = create_key(db, name, options)
@@ -596,11 +630,16 @@ def keys_update(
     concurrency: Annotated[
         str | None, typer.Option("--concurrency", help="jobs at once; 0 = unlimited; 'default'")
     ] = None,
+    max_queued: Annotated[
+        str | None, typer.Option("--max-queued", help="jobs waiting at once; 0 = unlimited; 'default'")
+    ] = None,
+    weight: WeightOpt = None,
     expires: ExpiresOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Change a key's limits or expiry; what is not given stays. Holds from the next request."""
+    """Change a key's limits, weight or expiry; what is not given stays. Holds from the next request
+    (the weight from the next job a worker takes)."""
     from wanforge.store.db import utcnow
     from wanforge.store.keys import UNCHANGED, update_key
 
@@ -608,6 +647,8 @@ def keys_update(
         "rpm": parse_limit(rpm, "--rpm") if rpm is not None else UNCHANGED,
         "concurrency": parse_limit(concurrency, "--concurrency") if concurrency is not None else UNCHANGED,
         "expires_at": parse_expiry(expires, utcnow()) if expires is not None else UNCHANGED,
+        "max_queued": parse_limit(max_queued, "--max-queued") if max_queued is not None else UNCHANGED,
+        "weight": parse_weight(weight) if weight is not None else UNCHANGED,
     }
     rows = update_key(
         _open_db(load_settings(data_dir=data_dir, database_url=database_url)), key_id, **changes
@@ -639,7 +680,10 @@ def keys_list(data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
         else:
             state = "active"
         role = "admin" if row.is_admin else "key"
-        limits = f"rpm {_limit(row.rpm)}, concurrency {_limit(row.concurrency)}"
+        limits = (
+            f"rpm {_limit(row.rpm)}, concurrency {_limit(row.concurrency)}, "
+            f"weight {row.weight:g}, queue {_limit(row.max_queued)}"
+        )
         typer.echo(
             f"{row.id}  {row.prefix}…  {role:<5}  {state:<24}  {limits}  "
             f"{row.created_at:%Y-%m-%d %H:%M}  {row.name}"

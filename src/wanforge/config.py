@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     max_queued: int = Field(
         default=1000, ge=0, description="predictions waiting in the server's queue (503/5003 above it)"
     )
+    default_max_queued: int = Field(
+        default=100, ge=0, description="a key's predictions waiting in the queue (429 above it)"
+    )
     retry_after_s: int = Field(
         default=10, ge=1, description="Retry-After when a running job or the queue must drain first"
     )

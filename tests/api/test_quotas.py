@@ -73,18 +73,37 @@ def test_concurrency_limit_answers_429(settings: Settings, db: Database) -> None
     assert client.post(I2V, headers=auth, json=GOOD).status_code == 200
 
 
-def test_a_full_queue_answers_503_5003(settings: Settings, db: Database) -> None:
+def test_a_full_queue_answers_503_5003_to_the_key_filling_it_only(settings: Settings, db: Database) -> None:
     settings.max_queued = 1
     settings.retry_after_s = 30
     client = _app(settings, db, Clock(datetime(2026, 5, 1, 12, 0, 0)))
-    assert client.post(I2V, headers=_key(db), json=GOOD).status_code == 200
-    full = client.post(I2V, headers=_key(db), json=GOOD)
+    flooder = _key(db)
+    assert client.post(I2V, headers=flooder, json=GOOD).status_code == 200
+    full = client.post(I2V, headers=flooder, json=GOOD)
     assert full.status_code == 503 and full.headers["retry-after"] == "30"
     assert full.json() == {
         "code": 5003,
         "message": "the server's queue is full (1 predictions waiting); retry after 30 s",
         "data": None,
     }
+    assert client.post(I2V, headers=_key(db), json=GOOD).status_code == 200  # another key's first
+
+
+def test_a_keys_queue_cap_answers_429_and_leaves_the_others_alone(settings: Settings, db: Database) -> None:
+    settings.default_max_queued = 2
+    client = _app(settings, db, Clock(datetime(2026, 5, 1, 12, 0, 0)))
+    capped, own, admin = _key(db), _key(db, max_queued=3), _key(db, is_admin=True)
+    assert [client.post(I2V, headers=capped, json=GOOD).status_code for _ in range(3)] == [200, 200, 429]
+    over = client.post(I2V, headers=capped, json=GOOD)
+    assert over.headers["retry-after"] == str(settings.retry_after_s)
+    assert over.json() == {
+        "code": 429,
+        "message": "queue limit reached: this key may have 2 predictions waiting in the queue; "
+        f"retry after {settings.retry_after_s} s, or cancel one",
+        "data": None,
+    }
+    assert [client.post(I2V, headers=own, json=GOOD).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert [client.post(I2V, headers=admin, json=GOOD).status_code for _ in range(3)] == [200, 200, 429]
 
 
 def test_documented_in_openapi(settings: Settings, db: Database) -> None:

@@ -78,7 +78,9 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI
     the fuzzing): predictions made by one operation's examples are seen by the next's."""
     # a full queue answers 503/5003 (documented, tested in test_quotas.py): never full here, as
     # nothing takes predictions off it, so every 5xx is a finding
-    settings = Settings(data_dir=tmp_path_factory.mktemp("fuzz") / "data", max_queued=10**9)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("fuzz") / "data", max_queued=10**9, default_max_queued=0
+    )
     settings.data_dir.mkdir(parents=True)
     url = settings.resolved_database_url()
     upgrade(url)

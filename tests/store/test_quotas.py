@@ -79,16 +79,36 @@ def test_concurrency_counts_queued_and_running_jobs(db: Database) -> None:
     _submit(db, key, limits, T0)
 
 
-def test_a_full_queue_refuses_every_key(db: Database) -> None:
+def test_a_full_queue_refuses_keys_with_jobs_waiting_but_never_a_keys_first(db: Database) -> None:
     a, b = (create_key(db, n)[1].id for n in ("a", "b"))
     limits = Limits(rpm=0, concurrency=0, max_queued=2, retry_after_s=5)
     _submit(db, a, limits, T0)
     _submit(db, a, limits, T0)
-    over = _refused(db, b, limits, T0)
+    over = _refused(db, a, limits, T0)
     assert over.limit is Limit.QUEUE and over.retry_after_s == 5
     assert over.message == "the server's queue is full (2 predictions waiting); retry after 5 s"
+    _submit(db, b, limits, T0)  # A filling the queue does not lock B out: its one job waits
+    assert _refused(db, b, limits, T0).limit is Limit.QUEUE
     assert jobs.claim_next(db, "w", 30, ("generate",)) is not None  # running jobs are not queued
-    _submit(db, b, limits, T0)
+    assert jobs.claim_next(db, "w", 30, ("generate",)) is not None
+    _submit(db, a, limits, T0)
+
+
+def test_a_keys_own_queue_cap_refuses_it_alone(db: Database) -> None:
+    a, b = (create_key(db, n)[1].id for n in ("a", "b"))
+    limits = Limits(rpm=0, concurrency=0, max_queued=100, retry_after_s=5, key_max_queued=2)
+    _submit(db, a, limits, T0)
+    _submit(db, a, limits, T0)
+    over = _refused(db, a, limits, T0)
+    assert over.limit is Limit.KEY_QUEUE and over.retry_after_s == 5
+    assert over.message == (
+        "queue limit reached: this key may have 2 predictions waiting in the queue; "
+        "retry after 5 s, or cancel one"
+    )
+    _submit(db, b, limits, T0 + timedelta(seconds=1))
+    _submit(db, b, limits, T0 + timedelta(seconds=1))
+    assert jobs.claim_next(db, "w", 30, ("generate",)) is not None  # one of A's starts: room for one
+    _submit(db, a, limits, T0)
 
 
 def test_zero_is_unlimited(db: Database) -> None:

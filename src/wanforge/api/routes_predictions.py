@@ -249,7 +249,7 @@ for _spec in MODELS.values():
         response_model=None,
         responses={
             200: {"model": PredictionEnvelope},
-            429: {"model": ErrorEnvelope, "description": "Over the key's rate or concurrency limit"},
+            429: {"model": ErrorEnvelope, "description": "Over the key's rate, concurrency or queue limit"},
             503: {"model": ErrorEnvelope, "description": "The server's queue is full (5003)"},
         },
         summary=f"Submit: {_spec.summary}",

@@ -34,6 +34,7 @@ def limits_for(key: ApiKey, settings: Settings) -> Limits:
         concurrency=settings.default_concurrency if key.concurrency is None else key.concurrency,
         max_queued=settings.max_queued,
         retry_after_s=settings.retry_after_s,
+        key_max_queued=settings.default_max_queued if key.max_queued is None else key.max_queued,
     )
 
 

@@ -1,5 +1,5 @@
-"""Admission of a new prediction: a key's submissions per minute and jobs at once, the server's
-queue.
+"""Admission of a new prediction: a key's submissions per minute, its jobs at once and waiting,
+the server's queue.
 
 Counted in the store, so the limits hold across any number of API processes. The check runs in
 the transaction that inserts the prediction and begins by writing the key's own row (its rate
@@ -7,6 +7,10 @@ counter): on PostgreSQL that row lock makes one key's submissions take turns, on
 takes the database lock; so two submissions of one key never both see room for one more job.
 (The server-wide queue cap is counted the same way, but submissions of different keys do not
 wait for each other: under a burst it can be overshot by a few.)
+
+The server's queue cap never refuses a key that has nothing waiting: one key filling the queue
+cannot lock the others out (each key's own cap, `key_max_queued`, keeps one key from filling
+it in the first place). The queue can so hold up to one job per key more than the cap.
 
 The rate is a fixed window: at most `rpm` submissions in each calendar minute (UTC). A refused
 submission does not count (its transaction is rolled back), and deleting predictions gives
@@ -38,12 +42,15 @@ class Limits:
     max_queued: int
     # Retry-After when a slot frees at an unknown time (a running job ends, the queue drains)
     retry_after_s: int
+    key_max_queued: int = 0  # the key's own predictions waiting in the queue
+
 
 
 class Limit(StrEnum):
     RATE = "rate"
     CONCURRENCY = "concurrency"
-    QUEUE = "queue"
+    KEY_QUEUE = "key_queue"  # the key's own waiting predictions (429)
+    QUEUE = "queue"  # the server's (503)
 
 
 class OverLimit(Exception):
@@ -93,7 +100,24 @@ def admit(s: Session, key_id: str, limits: Limits, now: datetime) -> None:
                 f"queued or running at once; retry after {limits.retry_after_s} s, or cancel one",
                 limits.retry_after_s,
             )
-    if limits.max_queued:
+    if not (limits.key_max_queued or limits.max_queued):
+        return
+    waiting = (
+        s.scalar(
+            select(func.count())
+            .select_from(Prediction)
+            .where(Prediction.api_key_id == key_id, Prediction.status == Status.CREATED)
+        )
+        or 0
+    )
+    if limits.key_max_queued and waiting >= limits.key_max_queued:
+        raise OverLimit(
+            Limit.KEY_QUEUE,
+            f"queue limit reached: this key may have {limits.key_max_queued} predictions waiting in "
+            f"the queue; retry after {limits.retry_after_s} s, or cancel one",
+            limits.retry_after_s,
+        )
+    if limits.max_queued and waiting:
         queued = s.scalar(
             select(func.count()).select_from(Prediction).where(Prediction.status == Status.CREATED)
         )

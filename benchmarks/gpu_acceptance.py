@@ -19,8 +19,8 @@ It writes JSON to ``--out`` and a markdown table beside it (``--out`` with ``.md
   the VAE encode), with the high-noise expert (the first steps of 40 are all above the boundary).
 - ``options``: one 720p forward of one expert per FP8 mode (off, storage, compute) x regional
   compile (off, on), each expert built as ``load_pipeline`` builds it (compile with the LoRA slot of
-  rank 128); what this device cannot run is a row with the reason. A compiled row's first call
-  compiles: its time is a second call.
+  rank 128); what this device cannot run is a row with the reason. An eager row times its one
+  call; a compiled row's first call compiles, so its time is the second call's.
 - ``train``: one LoRA training step of one expert at the shipped window (33 frames at 480x832),
   rank 32, gradient checkpointing: ``gpu_train.py``'s step (forward, MSE, backward, AdamW).
 
@@ -282,7 +282,9 @@ def api_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> li
             video.write_bytes(c.get(data["outputs"][0]).content)
             info = probe_video(video)
             memory: dict[str, Any] = {"measured_how": "not applicable (CPU)"}
-            if isinstance(sampler, GpuMemorySampler):
+            if isinstance(sampler, GpuMemorySampler) and not sampler.peak_mib:
+                memory = {"measured_how": "nvidia-smi gave no reading of the worker process"}
+            elif isinstance(sampler, GpuMemorySampler):
                 memory = {
                     "measured_peak_gib": round(sampler.peak_mib / 1024, 2),
                     "measured_how": "nvidia-smi used memory of the worker process, sampled (not "
@@ -372,6 +374,7 @@ def option_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str
                 rows.append(row(name, what, skipped=skip))
                 continue
             reset_peak(device)
+            expert = feed = call = None
             try:
                 expert = gpu_generate.build(
                     config,
@@ -384,21 +387,22 @@ def option_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str
                 )
                 feed = inputs(config, shape, device, dtype)
                 with torch.no_grad():
-                    seconds = timed(partial(expert, **feed, return_dict=False), device, 1, warmup=1)
+                    call = partial(expert, **feed, return_dict=False)
+                    seconds = timed(call, device, 1, warmup=1 if compiled else 0)
             except torch.OutOfMemoryError as exc:
                 rows.append(
                     row(name, what, error=f"out of memory: {str(exc).splitlines()[0]}", **measured(device))
                 )
                 continue
             finally:
-                expert = feed = None
+                expert = feed = call = None  # every reference, so the next build has the memory
                 gpu_generate.free(device)
             rows.append(
                 row(
                     name,
                     what,
                     seconds=round(seconds, 4),
-                    seconds_are="one forward (after an untimed one that compiles, when compiled)",
+                    seconds_are="one forward (compiled: the second call; the first compiles)",
                     **measured(device),
                     **planned(
                         "forward", device, resolution="720p", frames=shape.frames, options={"fp8": fp8}

@@ -83,7 +83,8 @@ def _benchmark(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def test_gpu_generate_frees_each_expert_before_it_builds_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("script", ["gpu_generate", "gpu_acceptance"])
+def test_each_expert_is_freed_before_the_next_is_built(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """On an 80 GB card two A14B experts do not fit beside each other (defect 7): every earlier
     expert must be gone, compiled graphs and all, when the next one is built."""
     generate = _benchmark("gpu_generate")
@@ -99,8 +100,15 @@ def test_gpu_generate_frees_each_expert_before_it_builds_the_next(monkeypatch: p
     real_build = generate.build_expert
     monkeypatch.setattr(generate, "build_expert", build_expert)
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        assert generate.main(["--smoke", "--fp8", "off,storage,off"]) == 0
+        if script == "gpu_generate":
+            assert generate.main(["--smoke", "--fp8", "off,storage,off"]) == 0
+        else:  # the acceptance run's forward per option: off, off compiled, storage
+            rows = _benchmark("gpu_acceptance").option_rows(
+                argparse.Namespace(smoke=True), torch.device("cpu")
+            )
+            assert [r["error"] for r in rows] == [None] * 6
     finally:
         torch.set_num_threads(threads)
     assert alive_at_build == [0, 0, 0]

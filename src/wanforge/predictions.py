@@ -83,6 +83,12 @@ class PredictionOut(BaseModel):
         description="when the retention sweep deleted the outputs (WANFORGE_RETENTION_DAYS after the "
         "prediction ended): its output URLs then answer 410; null while they are kept",
     )
+    queue_position: int | None = Field(
+        default=None,
+        description="while `created`: how many queued predictions start before it (0: it is next) in "
+        "the fair order between keys, if no other key's arrive; up to a second old; null once it runs "
+        "(and for a moment after the submit, until the queue is read again)",
+    )
 
 
 class PredictionEnvelope(BaseModel):
@@ -117,7 +123,9 @@ def _shown_result(row: Prediction, base: str) -> dict[str, Any]:
     return shown
 
 
-def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> PredictionOut:
+def prediction_out(
+    row: Prediction, base: str, *, with_logs: bool = False, queue_position: int | None = None
+) -> PredictionOut:
     base = base.rstrip("/")
     result = row.result or {}
     seed = result.get("seed")
@@ -144,6 +152,7 @@ def prediction_out(row: Prediction, base: str, *, with_logs: bool = False) -> Pr
         input=dict(row.input or {}) if with_logs else None,
         webhook=_webhook_out(row),
         expired_at=iso(row.expired_at),
+        queue_position=queue_position if row.status == Status.CREATED else None,
     )
 
 

@@ -227,3 +227,25 @@ def test_a_poll_whose_client_went_away_leaves_the_others_of_its_read_answered(
     answers = asyncio.run(scenario())
     assert [a.id if a is not None else None for a in answers] == [pid] * 4
     assert len(statements) == 3  # five polls, at most two a read
+
+
+def test_a_queued_prediction_shows_its_place_in_the_fair_queue(settings: Settings, db: Database) -> None:
+    """`queue_position`: how many jobs start before it (0: next), in the fair order; null once
+    it runs. The answers share one read of the queue for up to `max_age_s`."""
+    client = TestClient(create_app(settings, db))
+    client.app.state.wanforge.queue.max_age_s = 0.0  # type: ignore[attr-defined]
+    a, b = ({"Authorization": f"Bearer {create_key(db, n)[0]}"} for n in ("a", "b"))
+    body = {"image": "https://example.com/cat.png", "prompt": "a cat"}
+    submit = "/api/v3/alibaba/wan-2.2/i2v-plus-480p"
+    a_ids = [client.post(submit, headers=a, json=body).json()["data"]["id"] for _ in range(3)]
+    submitted = client.post(submit, headers=b, json=body).json()["data"]
+    assert submitted["queue_position"] == 1  # after A's first, before A's others
+
+    def position(pid: str, auth: dict[str, str], path: str = "/result") -> Any:
+        return client.get(f"/api/v3/predictions/{pid}{path}", headers=auth).json()["data"]["queue_position"]
+
+    assert [position(pid, a) for pid in a_ids] == [0, 2, 3]
+    claimed = jobs.claim_next(db, "w", 30, ("generate",))
+    assert claimed is not None and claimed.id == a_ids[0]
+    assert position(a_ids[0], a) is None
+    assert position(submitted["id"], b) == 0 == position(submitted["id"], b, path="")

@@ -25,6 +25,7 @@ from wanforge.api.routes_playground import mount_playground
 from wanforge.config import Settings
 from wanforge.media.factory import make_storage
 from wanforge.store.db import Database, PoolLimits
+from wanforge.store.fairness import QueuePositions
 from wanforge.store.polls import PollReader
 from wanforge.webhooks.sender import WebhookSender
 
@@ -70,7 +71,11 @@ def create_app(
     )
     db = db or Database(settings.resolved_database_url(), PoolLimits.from_settings(settings))
     app.state.wanforge = AppState(
-        settings=settings, db=db, storage=make_storage(settings), polls=PollReader(db)
+        settings=settings,
+        db=db,
+        storage=make_storage(settings),
+        polls=PollReader(db),
+        queue=QueuePositions(db),
     )
     app.state.stopping = stopping
     install_handlers(app)

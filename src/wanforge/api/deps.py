@@ -15,6 +15,7 @@ from wanforge.api.guard import key_problem
 from wanforge.config import Settings
 from wanforge.media.storage import Storage
 from wanforge.store.db import Database, utcnow
+from wanforge.store.fairness import QueuePositions
 from wanforge.store.polls import PollReader
 from wanforge.store.tables import ApiKey
 
@@ -25,6 +26,7 @@ class AppState:
     db: Database
     storage: Storage
     polls: PollReader  # result polls' reads, batched; it remembers each prompt read
+    queue: QueuePositions  # queued predictions' positions, from a shared snapshot of the queue
     clock: Callable[[], datetime] = field(default=utcnow)  # naive UTC; tests set their own
 
 

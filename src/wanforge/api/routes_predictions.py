@@ -26,7 +26,7 @@ from wanforge.store import jobs, retention
 from wanforge.store.db import Database, is_row_id
 from wanforge.store.quotas import Limit, OverLimit
 from wanforge.store.tables import ApiKey
-from wanforge.vocabulary import TERMINAL, ErrorCode
+from wanforge.vocabulary import TERMINAL, ErrorCode, Status
 from wanforge.webhooks.secret import webhook_secret
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
@@ -133,7 +133,8 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
                 code=ErrorCode.TIMEOUT,
                 message="sync mode timed out",
             )
-        return envelope(prediction_out(row, base).model_dump())
+        position = await state.queue.get(row.id)
+        return envelope(prediction_out(row, base, queue_position=position).model_dump())
 
     submit.__name__ = "submit_" + spec.id.replace("/", "_").replace("-", "_").replace(".", "_")
     submit.__doc__ = f"{spec.summary}. Body: {input_model.__name__}."
@@ -145,7 +146,8 @@ def _get(state: StateDep, key: ApiKey, prediction_id: str, base: str, with_logs:
     row = jobs.get_prediction(state.db, prediction_id, visible_to(key))
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")
-    return envelope(prediction_out(row, base, with_logs=with_logs).model_dump())
+    position = state.queue.position(row.id) if row.status == Status.CREATED else None
+    return envelope(prediction_out(row, base, with_logs=with_logs, queue_position=position).model_dump())
 
 
 @router.get("/predictions/{prediction_id}/result", response_model=PredictionEnvelope)
@@ -159,7 +161,9 @@ async def get_result(prediction_id: str, request: Request) -> Response:
     row = await state.polls.get(prediction_id, visible_to(key))
     if row is None:
         raise ApiError(404, f"prediction {prediction_id} not found")
-    answer = PredictionEnvelope(data=prediction_out(row, base))
+    # a queued one's place: a look-up in the queue snapshot the polls share (store/fairness.py)
+    position = await state.queue.get(row.id) if row.status == Status.CREATED else None
+    answer = PredictionEnvelope(data=prediction_out(row, base, queue_position=position))
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
@@ -188,7 +192,12 @@ def list_predictions(body: ListIn, state: StateDep, key: KeyDep, base: BaseUrlDe
     )
     return envelope(
         {
-            "items": [prediction_out(r, base).model_dump() for r in page.items],
+            "items": [
+                prediction_out(
+                    r, base, queue_position=state.queue.position(r.id) if r.status == Status.CREATED else None
+                ).model_dump()
+                for r in page.items
+            ],
             "page": body.page,
             "page_size": body.page_size,
             "total": page.total,

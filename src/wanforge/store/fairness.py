@@ -21,8 +21,11 @@ takes them in exactly that order.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -151,3 +154,54 @@ def queue_snapshot(db: Database) -> QueueSnapshot:
     vtime = max((k.fair_start for k in keys), default=0.0)
     order = queue_order(waiting, tags, vtime)
     return QueueSnapshot({job_id: i for i, job_id in enumerate(order)})
+
+
+class QueuePositions:
+    """Queued jobs' positions as the API shows them (`queue_position`): one `queue_snapshot`
+    shared by every request for up to `max_age_s` seconds, so polls of queued predictions cost
+    a dictionary look-up, not a query each. A job the snapshot lacks (submitted since) has the
+    queue read again, at most every `min_age_s`; None if it still is not there."""
+
+    def __init__(
+        self,
+        db: Database,
+        max_age_s: float = 1.0,
+        min_age_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.max_age_s = max_age_s
+        self.min_age_s = min_age_s
+        self.clock = clock
+        self._snapshot = QueueSnapshot()
+        self._read_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def _cached(self, prediction_id: str) -> tuple[bool, int | None]:
+        """(whether the cached snapshot answers, its answer)."""
+        age = self.clock() - self._read_at
+        found = self._snapshot.positions.get(prediction_id)
+        if age <= self.max_age_s and (found is not None or age <= self.min_age_s):
+            return True, found
+        return False, None
+
+    def position(self, prediction_id: str) -> int | None:
+        """Jobs that start before `prediction_id` (0: it is next), None when it is not queued.
+        Blocks for a read of the queue when the snapshot is stale: not for an event loop."""
+        answered, found = self._cached(prediction_id)
+        if answered:
+            return found
+        with self._lock:  # one read at a time; those waiting then use it
+            answered, found = self._cached(prediction_id)
+            if answered:
+                return found
+            self._snapshot = queue_snapshot(self.db)
+            self._read_at = self.clock()
+            return self._snapshot.positions.get(prediction_id)
+
+    async def get(self, prediction_id: str) -> int | None:
+        """`position` for code on an event loop: no thread hop while the snapshot answers."""
+        answered, found = self._cached(prediction_id)
+        if answered:
+            return found
+        return await asyncio.to_thread(self.position, prediction_id)

@@ -20,6 +20,7 @@ from wanforge.engine.random_model import (
     RandomSpec,
     build_expert,
     build_meta_components,
+    homes,
     materialize,
     parse_random_model,
 )
@@ -165,3 +166,25 @@ def test_random_a14b_takes_the_a14b_profiles() -> None:
     spec = parse_random_model("random:a14b?layers=1")
     assert spec.profile is WAN22_I2V_A14B
     assert training_profile(spec.profile.name).frames == 33
+
+
+def test_each_module_is_made_where_the_memory_mode_and_fp8_keep_it() -> None:
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    every = ("text_encoder", "vae", "transformer", "transformer_2")
+    assert homes(gpu, "gpu") == dict.fromkeys(every, gpu)
+    assert homes(gpu, "model_offload") == dict.fromkeys(every, cpu)
+    assert homes(gpu, "group_offload", "storage") == dict.fromkeys(every, cpu)
+    # FP8: the experts start on the CPU, as a checkpoint's, and the engine converts them from there
+    for fp8 in ("storage", "compute"):
+        assert homes(gpu, "gpu", fp8) == {
+            "text_encoder": gpu,
+            "vae": gpu,
+            "transformer": cpu,
+            "transformer_2": cpu,
+        }
+
+
+def test_random_tiny_loads_with_fp8_storage_as_a_checkpoint_does() -> None:
+    loaded = load_pipeline("random:tiny?layers=1", fp8="storage")
+    weight = loaded.pipe.transformer.blocks[0].attn1.to_q.weight
+    assert (loaded.fp8, weight.dtype, weight.is_meta) == ("storage", torch.float8_e4m3fn, False)

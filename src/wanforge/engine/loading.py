@@ -267,7 +267,7 @@ def load_pipeline(
     if random_parts is not None:  # sized on the meta device; made real where the mode keeps them
         from wanforge.engine.random_model import materialize_for_mode
 
-        materialize_for_mode(random_parts, target, mode)
+        materialize_for_mode(random_parts, target, mode, fp8=fp8_mode)
     if compiled == "regional" and mode == "group_offload":
         raise ValueError(
             "WANFORGE_COMPILE=regional cannot run with group offload (this GPU's free memory chose it): "

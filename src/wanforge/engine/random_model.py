@@ -293,13 +293,25 @@ def materialize_components(
             materialize(module, device, None, seed + offset, fill_device=fill)
 
 
-def materialize_for_mode(parts: RandomComponents, target: torch.device, memory_mode: str) -> None:
-    """Make the meta components real where the memory mode wants them: all on ``target`` for
-    ``gpu``; otherwise on the CPU, where the offload hooks take them from (filled on a CUDA
-    ``target`` first and moved, unless ``group_offload``, chosen when the largest does not fit)."""
+def homes(target: torch.device, memory_mode: str, fp8: str = "off") -> dict[str, torch.device]:
+    """Where each module is made: everything on ``target`` in ``gpu`` mode; otherwise on the CPU,
+    where the offload hooks take it from. With FP8 on, the experts start on the CPU as a loaded
+    checkpoint's do, so the engine converts them from there (storage: before placement; compute:
+    one expert at a time on the device) and never holds both in bf16 on the GPU."""
     cpu = torch.device("cpu")
-    home = target if memory_mode == "gpu" else cpu
+    resident = target if memory_mode == "gpu" else cpu
+    experts = resident if fp8 == "off" else cpu
+    return {"text_encoder": resident, "vae": resident, "transformer": experts, "transformer_2": experts}
+
+
+def materialize_for_mode(
+    parts: RandomComponents, target: torch.device, memory_mode: str, *, fp8: str = "off"
+) -> None:
+    """Make the meta components real where :func:`homes` says; a module bound for the CPU is
+    filled on a CUDA ``target`` and moved (unless ``group_offload``, chosen when the largest
+    module does not fit there)."""
+    where = homes(target, memory_mode, fp8)
     fill = target if target.type == "cuda" and memory_mode != "group_offload" else None
-    materialize_components(parts.modules(), lambda _name: home, fill_device=fill)
+    materialize_components(parts.modules(), where.__getitem__, fill_device=fill)
     if target.type == "cuda":
         torch.cuda.empty_cache()

@@ -121,6 +121,7 @@ def test_gpu_train_defaults_to_the_shipped_training_window() -> None:
     assert train.window(argparse.Namespace(smoke=False, frames=81, height=None, width=None)).frames == 81
 
 
+@pytest.mark.slow  # it starts a real server and worker process
 def test_the_acceptance_run_in_smoke_mode(tmp_path: Path) -> None:
     """The acceptance run's smoke: the real server, engine and trainer on random:tiny, every row."""
     path = tmp_path / "acceptance.json"

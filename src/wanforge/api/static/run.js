@@ -84,7 +84,7 @@ export class RunCard {
     const p = prediction.progress || {};
     this.element.dataset.status = prediction.status;
     const label = prediction.status === "created" && typeof prediction.queue_position === "number"
-      ? ` (position ${prediction.queue_position} in the queue)`
+      ? (prediction.queue_position === 0 ? " (next in the queue)" : ` (${prediction.queue_position} ahead in the queue)`)
       : "";
     clear(this.status, statusBadge(prediction.status), label, prediction.status === "processing" && p.stage ? ` · ${p.stage}` : "");
     if (typeof p.percent === "number") {

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.util
 import io
 import itertools
 import json
@@ -51,6 +52,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -115,14 +117,84 @@ def measured(device: torch.device) -> dict[str, Any]:
     }
 
 
-def planned(kind: str, device: torch.device, **request: Any) -> dict[str, Any]:
-    """The memory plan's predicted peak for the same work, or why there is none."""
+@dataclass(frozen=True)
+class Planning:
+    """What the memory plan (``wanforge.engine.plan``) needs: the card as this run found it before
+    loading anything, the model's sizes (counted on the meta device) and the worker's settings."""
+
+    module: Any
+    card: Any
+    sizes: Any
+    options: Any
+
+
+def planning_for(model: str, device: torch.device) -> Planning | str:
+    """The plan's inputs, or why there is no plan to compare with."""
     try:
         from wanforge.engine import plan as planning  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
-        return {"plan": "plan: not available (wanforge.engine.plan does not exist in this tree)"}
-    del planning, kind, device, request
-    return {"plan": "plan: not available (wanforge.engine.plan exists; this script does not call it yet)"}
+        return "plan: not available (wanforge.engine.plan does not exist in this tree)"
+    from wanforge.config import Settings
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    sizes = planning.ModelSizes.from_pipeline(build_meta_components(parse_random_model(model), dtype))
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        name, capability = torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
+        torchao = importlib.util.find_spec("torchao") is not None
+        card = planning.Card(name, total, free, capability, torchao=torchao)
+    else:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        card = planning.Card("cpu", memory, memory, None)
+    settings = Settings()  # the worker's defaults, as the server started here runs them
+    options = planning.Options(
+        memory_mode=settings.memory_mode,
+        fp8=settings.fp8,
+        attention=settings.attention_backend,
+        compile=settings.compile,
+        step_cache=settings.step_cache,
+        vae_tiling=settings.vae_tiling,
+    )
+    return Planning(planning, card, sizes, options)
+
+
+def planned(ctx: Planning | str, kind: str, **work: Any) -> dict[str, Any]:
+    """The plan's predicted peak for the same work, and what it decided."""
+    if isinstance(ctx, str):
+        return {"plan": ctx}
+    planning = ctx.module
+    try:
+        if kind == "train":
+            request = planning.TrainingRequest(
+                frames=work["frames"],
+                height=work["height"],
+                width=work["width"],
+                rank=work["rank"],
+                gradient_checkpointing="on",
+            )
+            result = planning.plan_training(ctx.card, ctx.sizes, request, ctx.options)
+            peak, how = result.peak_bytes, f"plan: training, {'fits' if result.fits else 'does not fit'}"
+        elif (
+            kind == "forward"
+        ):  # one expert forward: its weights (fp8: block linears in 1 byte) + activations
+            sizes = ctx.sizes
+            weights = sizes.expert_bytes if work["fp8"] == "off" else sizes.fp8_expert_bytes()
+            peak = weights + planning.forward_activation_bytes(
+                sizes, work["width"], work["height"], work["frames"]
+            )
+            how = "plan formula: one expert's weights + forward_activation_bytes (no LoRA slot)"
+        else:
+            result = planning.plan_generation(
+                ctx.card, ctx.sizes, ctx.options, work["resolution"], work["frames"]
+            )
+            peak = result.peak_bytes
+            how = (
+                f"plan: the whole job at {result.width}x{result.height}x{result.frames}, "
+                f"memory_mode={result.memory_mode} fp8={result.fp8}, {'fits' if result.fits else 'does not fit'}"
+            )
+    except Exception as exc:  # the plan refusing a setting is an answer too: show it
+        return {"plan": f"plan: not available ({type(exc).__name__}: {exc})"}
+    return {"plan_peak_gib": round(peak / GIB, 2), "plan": how}
 
 
 # --- api: a real server, two ultra-fast jobs -----------------------------------------------------
@@ -239,7 +311,9 @@ def input_image() -> bytes:
     return out.getvalue()
 
 
-def api_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> list[dict[str, Any]]:
+def api_rows(
+    args: argparse.Namespace, device: torch.device, folder: Path, plan: Planning | str
+) -> list[dict[str, Any]]:
     from wanforge.training.videos import probe_video
 
     size = parse_random_model(args.model).size
@@ -299,7 +373,7 @@ def api_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> li
                     inference_ms=data.get("timings", {}).get("inference"),
                     video=f"{info.width}x{info.height}, {info.frames} frames",
                     **memory,
-                    **planned("generate", device, resolution=resolution, frames=info.frames),
+                    **planned(plan, "generate", resolution=resolution, frames=info.frames),
                 )
             )
     return rows
@@ -308,7 +382,7 @@ def api_rows(args: argparse.Namespace, device: torch.device, folder: Path) -> li
 # --- in this process: steps, options, train -----------------------------------------------------
 
 
-def steps_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def steps_row(args: argparse.Namespace, device: torch.device, plan: Planning | str) -> dict[str, Any]:
     """The standard profile's seconds per step at 720p, through the engine, stopped after N steps."""
     from PIL import Image
 
@@ -336,7 +410,6 @@ def steps_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         )
     per_step = [b - a for a, b in itertools.pairwise(marks)]
     steps = loaded.profile.steps
-    width, height = generation_size(1280, 720, "720p") if not args.smoke else (0, 0)
     result = row(
         "steps_720p",
         f"standard profile ({steps} steps, CFG), 720p, {loaded.memory_mode}: steps 2..{stop_after} of {steps}",
@@ -344,13 +417,13 @@ def steps_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         seconds_are="per denoising step (2 forwards), high-noise expert; not a whole job",
         memory_mode=loaded.memory_mode,
         **measured(device),
-        **planned("generate", device, resolution="720p", frames=81, size=(width, height)),
+        **planned(plan, "generate", resolution="720p", frames=81),
     )
     del engine, loaded
     return result
 
 
-def option_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+def option_rows(args: argparse.Namespace, device: torch.device, plan: Planning | str) -> list[dict[str, Any]]:
     """One 720p forward of one expert per FP8 mode x regional compile."""
     dtype = torch.float32 if args.smoke else torch.bfloat16
     config = SMOKE if args.smoke else parse_a14b_expert()
@@ -405,7 +478,7 @@ def option_rows(args: argparse.Namespace, device: torch.device) -> list[dict[str
                     seconds_are="one forward (compiled: the second call; the first compiles)",
                     **measured(device),
                     **planned(
-                        "forward", device, resolution="720p", frames=shape.frames, options={"fp8": fp8}
+                        plan, "forward", fp8=fp8, width=shape.width, height=shape.height, frames=shape.frames
                     ),
                 )
             )
@@ -427,7 +500,7 @@ def parse_a14b_expert() -> dict[str, Any]:
     return dict(A14B_EXPERT)
 
 
-def train_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def train_row(args: argparse.Namespace, device: torch.device, plan: Planning | str) -> dict[str, Any]:
     dtype = torch.float32 if args.smoke else torch.bfloat16
     config = SMOKE if args.smoke else parse_a14b_expert()
     flags = argparse.Namespace(smoke=args.smoke, frames=None, height=None, width=None, rank=32, repeats=1)
@@ -444,7 +517,7 @@ def train_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         error=step["error"],
         preflight_estimate_gib=step["estimate_gib"],
         **measured(device),
-        **planned("train", device, frames=shape.frames, rank=32),
+        **planned(plan, "train", frames=shape.frames, height=shape.height, width=shape.width, rank=32),
     )
 
 
@@ -485,11 +558,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     folder = Path(tempfile.mkdtemp(prefix="wanforge-acceptance-"))
+    plan = planning_for(args.model, device)  # first: the card's free memory before anything loads
     steps: dict[str, Callable[[], list[dict[str, Any]]]] = {
-        "api": lambda: api_rows(args, device, folder),  # first: the server needs the whole GPU
-        "steps": lambda: [steps_row(args, device)],
-        "options": lambda: option_rows(args, device),
-        "train": lambda: [train_row(args, device)],
+        "api": lambda: api_rows(args, device, folder, plan),  # first: the server needs the whole GPU
+        "steps": lambda: [steps_row(args, device, plan)],
+        "options": lambda: option_rows(args, device, plan),
+        "train": lambda: [train_row(args, device, plan)],
     }
     phase_s: dict[str, float] = {}
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -106,7 +107,7 @@ def test_each_expert_is_freed_before_the_next_is_built(script: str, monkeypatch:
             assert generate.main(["--smoke", "--fp8", "off,storage,off"]) == 0
         else:  # the acceptance run's forward per option: off, off compiled, storage
             rows = _benchmark("gpu_acceptance").option_rows(
-                argparse.Namespace(smoke=True), torch.device("cpu")
+                argparse.Namespace(smoke=True), torch.device("cpu"), "plan: not asked"
             )
             assert [r["error"] for r in rows] == [None] * 6
     finally:
@@ -151,10 +152,17 @@ def test_the_acceptance_run_in_smoke_mode(tmp_path: Path) -> None:
     assert all("needs a CUDA GPU of compute capability 8.9" in rows[o]["skipped"] for o in options[4:])
     train = rows["train_step"]
     assert train["seconds"] > 0 and "rank 32" in train["what"] and train["preflight_estimate_gib"] >= 0
+    has_plan = importlib.util.find_spec("wanforge.engine.plan") is not None
     for r in result["rows"]:
         measured = r["skipped"] is None
         assert (r["measured_how"] == "not applicable (CPU)") is measured
-        assert (r["plan"] or "").startswith("plan: ") is measured
+        assert (r["plan"] or "").startswith("plan") is measured
+        if measured:  # the plan's figure for the same work (the CPU plan of the tiny model)
+            assert (r["plan_peak_gib"] is not None and r["plan_peak_gib"] >= 0) is has_plan, r
+    if has_plan:
+        assert rows["api_480p"]["plan"].startswith("plan: the whole job at 832x480x81, memory_mode=gpu")
+        assert rows["forward_smoke_fp8-off_compile-off"]["plan"].startswith("plan formula: one expert")
+        assert rows["train_step"]["plan"] == "plan: training, fits"
 
     table = path.with_suffix(".md").read_text().splitlines()
     assert "on **cpu**" in table[0] and "random:tiny" in table[0]

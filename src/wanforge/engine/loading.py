@@ -257,7 +257,9 @@ def load_pipeline(
     else:
         path = Path(model).expanduser()
         dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
-        pipe = _load_checkpoint(path, dtype)
+        from wanforge.engine import checkpoints  # a model file or the official Wan layout
+
+        pipe = checkpoints.load(path, dtype) if checkpoints.handles(path) else _load_checkpoint(path, dtype)
         chosen_profile = profile or WAN22_I2V_A14B
         name = path.name or str(path)
 

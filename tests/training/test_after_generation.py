@@ -20,7 +20,7 @@ from tests.training.test_trainer import moving_square_clips
 from wanforge.engine.generate import Engine
 from wanforge.engine.loading import load_pipeline
 from wanforge.engine.loras import LoraRequest
-from wanforge.training.lora import ADAPTER_NAME, add_lora
+from wanforge.training.lora import ADAPTER_NAME, add_lora, lora_modules
 from wanforge.training.run import TrainParams, train_lora
 
 PARAMS = TrainParams(steps=2, learning_rate=1e-2, lora_rank=4, export_dtype="float32", eval_samples=1)
@@ -78,4 +78,5 @@ def test_a_leftover_training_adapter_is_replaced_not_refused(tmp_path: Path) -> 
     add_lora(loaded.pipe.transformer, 4, None, torch.Generator().manual_seed(0))
     result = train_lora(loaded.pipe, clips, PARAMS, tmp_path, "x", device="cpu")
     assert result.high_noise_path.is_file()
-    assert not getattr(loaded.pipe.transformer, "peft_config", {})
+    for transformer in (loaded.pipe.transformer, loaded.pipe.transformer_2):
+        assert not getattr(transformer, "peft_config", {}) and not lora_modules(transformer)

@@ -118,7 +118,7 @@ def remove_lora(transformer: WanTransformer3DModel, adapter_name: str = ADAPTER_
             transformer.delete_adapters(adapter_name)
     if getattr(transformer, "peft_config", None):
         transformer.set_adapters([], [])  # the engine's resting state: no adapter active
-    elif getattr(transformer, "_hf_peft_config_loaded", False):
+    elif lora_modules(transformer):  # no adapter left, but peft's wrappers are: the plain linears back
         transformer.unload_lora()
 
 

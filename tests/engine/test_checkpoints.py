@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from transformers import UMT5Config, UMT5EncoderModel
 
 from tests.engine.checkpoint_files import (
+    EXPERT,
     reference_pipeline,
     to_fp8_scaled,
     to_hf_t5,
@@ -32,10 +33,12 @@ from tests.engine.checkpoint_files import (
     write_official_layout,
 )
 from tests.engine.conftest import FAST_TEST_PROFILE, smooth_image
+from tests.engine.lora_files import request
 from wanforge.engine import wan_keys
 from wanforge.engine.generate import Engine, GenerationRequest
 from wanforge.engine.loading import LoadedModel, ModelLoadError, load_pipeline
 from wanforge.engine.random_model import A14B_EXPERT, A14B_VAE, UMT5_XXL
+from wanforge.training.lora import add_lora, lora_state_dict
 
 REQUEST = GenerationRequest(smooth_image(48, 32, seed=3), "a cat walks", "", "480p", seed=5, duration_s=1)
 
@@ -258,3 +261,41 @@ def test_wan_t5_pth_is_read_with_weights_only(
     torch.save(to_wan_t5(reference_pipeline().text_encoder), tmp_path / "t5.pth")
     model = write_model_file(tmp_path / "m.toml", **pieces(files, text_encoder=tmp_path / "t5.pth"))
     assert np.abs(frames(model) - reference).max() <= 1e-4
+
+
+# --- LoRAs on a quantized expert
+
+
+def test_lora_request_on_gguf_experts(files: dict[str, Path], tmp_path: Path) -> None:
+    """peft wraps diffusers' GGUFLinear (the base weight stays Q8_0, dequantized per call) and
+    adds the LoRA branch: the frames follow the same LoRA on the float32 model within the GGUF
+    bound, and the base frames come back bit for bit after the request."""
+    from diffusers.quantizers.gguf.utils import GGUFLinear
+
+    pipe = reference_pipeline()
+    paths = {}
+    for role, expert in (("high_noise", pipe.transformer), ("low_noise", pipe.transformer_2)):
+        paths[role] = tmp_path / f"expert_{role}.gguf"
+        write_gguf_q8(to_wan_expert(expert), paths[role], name=f"Wan2.2-I2V-{role}")
+    quantized = Engine(
+        fast(load_pipeline(str(write_model_file(tmp_path / "m.toml", **pieces(files, **paths)))))
+    )
+    full = Engine(fast(load_pipeline(str(files["diffusers"]))))
+    lora_model = WanTransformer3DModel(**EXPERT)
+    add_lora(lora_model, rank=4, alpha=4.0, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    lora = {k: torch.randn(v.shape, generator=gen) * 0.5 if ".lora_B." in k else v.float()
+            for k, v in lora_state_dict(lora_model).items()}  # fmt: skip
+    save_file(
+        {f"transformer.{k}": v.contiguous() for k, v in lora.items()}, str(tmp_path / "style.safetensors")
+    )
+    with_lora = replace(REQUEST, loras=(request(tmp_path / "style.safetensors"),))
+
+    base = quantized.render(REQUEST)[0]
+    on_gguf = quantized.render(with_lora)[0]
+    on_full = full.render(with_lora)[0]
+    wrapped = quantized.loaded.pipe.transformer.blocks[0].ffn.net[2]
+    assert isinstance(wrapped.base_layer, GGUFLinear)  # peft's layer around the quantized one
+    assert np.abs(on_gguf - base).max() > 0.1  # the LoRA changes the video (measured 0.25)
+    assert np.abs(on_gguf - on_full).max() <= 0.02  # measured 0.0053, as without the LoRA
+    assert np.array_equal(quantized.render(REQUEST)[0], base)

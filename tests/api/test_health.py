@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
+from wanforge.api.routes_health import worker_label
 from wanforge.config import Settings
+from wanforge.store import jobs
 from wanforge.store.db import Database, utcnow
+from wanforge.store.keys import KeyOptions, create_key
 from wanforge.store.tables import Worker
 from wanforge.store.workers import report_state
 from wanforge.vocabulary import WorkerState
@@ -28,13 +32,14 @@ def test_public_health_names_no_host_pid_or_job(client: TestClient, db: Database
     assert "host-a" not in str(body) and "4242" not in str(body) and "job123" not in str(body)
 
 
-def test_keyed_health_lists_workers(client: TestClient, db: Database, auth: dict[str, str]) -> None:
+def test_admin_health_lists_workers(client: TestClient, db: Database) -> None:
+    auth = {"Authorization": f"Bearer {create_key(db, 'ops', KeyOptions(is_admin=True))[0]}"}
     report_state(db, "host-a-4242-abcdef", WorkerState.READY, model="demo", job="job123")
     body = client.get("/health", headers=auth).json()
     assert body["worker"] == "ready" and body["model"] == "demo"
     [worker] = body["workers"]
     assert worker["id"] == "host-a-4242-abcdef" and worker["current_job"] == "job123"
-    assert worker["state"] == "ready"
+    assert worker["state"] == "ready" and worker["pid"] == os.getpid()
     # a wrong key gets the public answer (still 200: load balancers probe without keys)
     bad = client.get("/health", headers={"Authorization": "Bearer wf_nope"})
     assert bad.status_code == 200 and set(bad.json()) == {
@@ -109,4 +114,33 @@ def test_health_names_the_ready_workers_attention_backend(
     report_state(db, "host-c-3-cccccc", WorkerState.FAILED, model="demo", detail="RuntimeError: no GPU")
     assert client.get("/health").json()["attention_backend"] == "_flash_3, native"
     workers = {w["id"]: w["attention_backend"] for w in client.get("/health", headers=auth).json()["workers"]}
-    assert workers == {"host-a-1-aaaaaa": "_flash_3", "host-b-2-bbbbbb": "native", "host-c-3-cccccc": None}
+    assert workers == {
+        worker_label("host-a-1-aaaaaa"): "_flash_3",
+        worker_label("host-b-2-bbbbbb"): "native",
+        worker_label("host-c-3-cccccc"): None,
+    }
+
+
+def test_a_keys_health_shows_its_own_running_job_and_no_other_tenants(
+    client: TestClient, db: Database, auth: dict[str, str], owner: str
+) -> None:
+    """Another key's running prediction id, and any worker's host and pid, are not a key's to see."""
+
+    def running(key_id: str, worker: str) -> str:
+        pid = jobs.create_prediction(
+            db, model="m", kind="generate", input={}, server_base="", max_attempts=3, api_key_id=key_id
+        ).id
+        report_state(db, worker, WorkerState.READY, model="demo", job=pid)
+        return pid
+
+    mine = running(owner, "host-a-4242-abcdef")
+    theirs = running(create_key(db, "other")[1].id, "host-b-5151-fedcba")
+    body = client.get("/health", headers=auth).json()
+    shown = sorted(body["workers"], key=lambda w: w["current_job"] is None)
+    assert [w["current_job"] for w in shown] == [mine, None]
+    assert [w["pid"] for w in shown] == [None, None]
+    assert theirs not in str(body)
+    for secret in ("host-a", "host-b", "4242", "5151"):
+        assert secret not in str(body), secret
+    assert len({w["id"] for w in shown}) == 2  # still told apart, and the same on every call
+    assert client.get("/health", headers=auth).json()["workers"] == body["workers"]

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class Server:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    database_url: str = ""
+    _admin_key: str | None = field(default=None, repr=False)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -48,8 +50,23 @@ class Server:
         return str(resp.json()["data"]["download_url"])
 
     def health(self) -> dict[str, Any]:
-        """/health as a keyed caller sees it (with the workers' details)."""
-        return dict(httpx.get(f"{self.base_url}/health", headers=self.headers, timeout=10).json())
+        """/health as an admin key sees it (with the workers' pids and current jobs)."""
+        return dict(httpx.get(f"{self.base_url}/health", headers=self.admin_headers(), timeout=10).json())
+
+    def admin_headers(self) -> dict[str, str]:
+        """An admin key, made in the store on first use (migrating it, as the server may not have yet)."""
+        if self._admin_key is None:
+            from wanforge.store.db import Database
+            from wanforge.store.keys import KeyOptions, create_key
+            from wanforge.store.migrate import upgrade
+
+            upgrade(self.database_url)
+            db = Database(self.database_url)
+            try:
+                self._admin_key = create_key(db, "e2e admin", KeyOptions(is_admin=True))[0]
+            finally:
+                db.dispose()
+        return {"Authorization": f"Bearer {self._admin_key}"}
 
     def wait_up(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -120,7 +137,10 @@ def running_server(tmp: Path, *args: str, wait_ready: bool = True, **env: str) -
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(f"http://127.0.0.1:{port}", API_KEY, data_dir, proc, log_path)
+    database_url = (
+        full_env.get("WANFORGE_DATABASE_URL") or f"sqlite:///{(data_dir / 'wanforge.db').resolve()}"
+    )
+    server = Server(f"http://127.0.0.1:{port}", API_KEY, data_dir, proc, log_path, database_url)
     try:
         if wait_ready:
             server.wait_ready()

@@ -1,24 +1,29 @@
 """`GET /health`: always 200.
 
 Anyone may ask whether the service is ready (`status`, `worker`, `version`): load balancers
-probe without a key. The details (the model, each worker's id, pid, host, state and current job)
-are for a caller with a valid API key only. Both name the content checker (`none` when no
+probe without a key. The details (the model, each worker's state) are for a caller with a valid
+API key only; a worker's id (host and pid), pid and any current job are an admin key's to see,
+while another key sees the worker under an opaque label and its current job only when the job
+is that key's own. Both name the content checker (`none` when no
 checker is active: then `has_nsfw_contents` stays empty).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from wanforge import __version__
 from wanforge.api.deps import StateDep
 from wanforge.api.guard import key_problem
 from wanforge.config import Settings
-from wanforge.store.tables import Worker
+from wanforge.store.db import Database
+from wanforge.store.tables import Prediction, Worker
 from wanforge.store.workers import attention_backend_of, live_workers
 from wanforge.vocabulary import WorkerState
 
@@ -84,6 +89,24 @@ def _features(settings: Settings) -> dict[str, Any]:
     }
 
 
+def worker_label(worker_id: str) -> str:
+    """A worker as a key that is not an admin sees it: told apart, the same on every call, but
+    without the host and pid its id names."""
+    return "worker-" + hashlib.sha256(worker_id.encode()).hexdigest()[:12]
+
+
+def _own_jobs(db: Database, key_id: str, job_ids: list[str | None]) -> set[str]:
+    """Which of the running `job_ids` are `key_id`'s."""
+    wanted = [j for j in job_ids if j is not None]
+    if not wanted:
+        return set()
+    with db.reading() as conn:
+        found = conn.execute(
+            select(Prediction.id).where(Prediction.id.in_(wanted), Prediction.api_key_id == key_id)
+        )
+        return {row.id for row in found}
+
+
 @router.get("/health", response_model=None, responses={200: {"model": HealthOut}})
 def health(request: Request, state: StateDep) -> dict[str, Any]:
     try:
@@ -113,19 +136,20 @@ def health(request: Request, state: StateDep) -> dict[str, Any]:
         return public
     if key is None:
         return public
+    own_jobs = None if key.is_admin else _own_jobs(state.db, key.id, [w.current_job for w in workers])
     return {
         **public,
         "model": model_label(state.settings.model),
         **_features(state.settings),
         "workers": [
             {
-                "id": w.id,
+                "id": w.id if own_jobs is None else worker_label(w.id),
                 "state": w.state,
                 "model": model_label(w.model),
                 "detail": w.detail,
                 "attention_backend": attention_backend_of(w.detail),
-                "current_job": w.current_job,
-                "pid": w.pid,
+                "current_job": w.current_job if own_jobs is None or w.current_job in own_jobs else None,
+                "pid": w.pid if own_jobs is None else None,
                 "heartbeat_at": w.heartbeat_at.isoformat() + "Z",
             }
             for w in workers

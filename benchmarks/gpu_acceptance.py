@@ -29,7 +29,8 @@ memory plan's prediction for the same work (``wanforge.engine.plan``; "plan: not
 it cannot say). ``--smoke`` runs the same code on the CPU with ``random:tiny`` (the demo's sizes,
 the demo profile) through the real server and engine; for CI time it compiles with the ``eager``
 backend (dynamo's full-graph capture, no code generation) and runs only the 480p API job, with no
-content check. An MP4 of noise (what random weights make) encodes slower than a real video's.
+content check. The video of random weights is noise, x264's worst case: its encode takes longer
+than a real video's would.
 """
 
 from __future__ import annotations

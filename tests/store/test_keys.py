@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from wanforge.store import keys
 from wanforge.store.db import Database
+from wanforge.store.quotas import KeyRevoked, Limits
 from wanforge.store.tables import ApiKey
 
 
@@ -47,3 +49,53 @@ def test_update_changes_only_what_is_given(db: Database) -> None:
     got = keys.get_key(db, row.id)
     assert got is not None and (got.rpm, got.concurrency, got.expires_at) == (None, 2, datetime(2030, 1, 1))
     assert keys.update_key(db, "nomatch", rpm=1) == []
+
+
+def test_revoking_a_key_cancels_its_queued_jobs_and_stops_its_running_one(db: Database) -> None:
+    from wanforge.store import jobs
+
+    def submit(key_id: str, webhook: str | None = None) -> str:
+        return jobs.create_prediction(
+            db,
+            model="m",
+            kind="generate",
+            input={},
+            server_base="",
+            max_attempts=3,
+            api_key_id=key_id,
+            webhook_url=webhook,
+        ).id
+
+    revoked, kept = keys.create_key(db, "revoked")[1].id, keys.create_key(db, "kept")[1].id
+    done, running = submit(revoked), submit(revoked)
+    for job in (done, running):
+        assert (row := jobs.claim_next(db, "w", 30, ("generate",))) is not None and row.id == job
+    assert jobs.complete(db, done, "w", outputs=[], result={}, inference_ms=1)
+    queued = [submit(revoked, webhook="https://hooks.example/x") for _ in range(2)]
+    others = submit(kept)
+    assert [r.id for r in keys.revoke_key(db, revoked)] == [revoked]
+    for job in queued:
+        row = jobs.get_prediction(db, job)
+        assert row is not None and (row.status, row.error) == (
+            "cancelled",
+            "cancelled: its API key was revoked",
+        )
+        assert row.webhook_state == "pending"  # the cancel's own delivery, and no other
+    assert jobs.is_cancel_requested(db, running)  # stops at its next step, as a cancel does
+    assert not jobs.complete(db, running, "w", outputs=["x"], result={}, inference_ms=1)
+    assert [jobs.get_status(db, j) for j in (done, others)] == ["completed", "created"]
+    assert (row := jobs.claim_next(db, "w", 30, ("generate",))) is not None and row.id == others
+    # an API process that still holds the key (WANFORGE_KEY_CACHE_S) cannot queue more for it
+    limits = Limits(rpm=0, concurrency=0, max_queued=0, retry_after_s=1)
+    with pytest.raises(KeyRevoked):
+        jobs.create_prediction(
+            db,
+            model="m",
+            kind="generate",
+            input={},
+            server_base="",
+            max_attempts=3,
+            api_key_id=revoked,
+            limits=limits,
+        )
+    assert jobs.list_predictions(db, page=1, page_size=10, visible_to=revoked).total == 4

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep, app_state, base_url, require_key
 from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
+from wanforge.api.guard import INVALID_KEY
 from wanforge.api.tenancy import check_own_files, limits_for, visible_to
 from wanforge.api.wire import DeleteEnvelope, DeleteIn, ListEnvelope, ListIn, WebhookSecretEnvelope
 from wanforge.catalog import MODELS, ULTRA_FAST_HINT, ModelSpec, get_model, served_models
@@ -24,7 +25,7 @@ from wanforge.media.fetch import check_post_url
 from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs, retention
 from wanforge.store.db import Database, is_row_id
-from wanforge.store.quotas import Limit, OverLimit
+from wanforge.store.quotas import KeyRevoked, Limit, OverLimit
 from wanforge.store.tables import ApiKey
 from wanforge.vocabulary import TERMINAL, ErrorCode, Status
 from wanforge.webhooks.secret import webhook_secret
@@ -105,6 +106,8 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
             )
             set_prediction(row.id)
             log.info("prediction created for model %s", spec.id)
+        except KeyRevoked as exc:  # revoked since this process checked it (WANFORGE_KEY_CACHE_S)
+            raise ApiError(401, INVALID_KEY, 401) from exc
         except OverLimit as exc:
             full = exc.limit is Limit.QUEUE
             raise ApiError(

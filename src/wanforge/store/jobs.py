@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
+from sqlalchemy.orm import Session
 
 from wanforge.store import fairness
 from wanforge.store.affinity import AFFINITY_WINDOW, Queued, input_lora_ids, preferred
@@ -415,6 +416,28 @@ def request_cancel(db: Database, prediction_id: str, visible_to: str | None = AN
             .values(cancel_requested=True)
         )
     return get_prediction(db, prediction_id)
+
+
+REVOKED_MESSAGE = "cancelled: its API key was revoked"
+
+
+def cancel_all_of_key(s: Session, key_id: str, error: str = REVOKED_MESSAGE) -> None:
+    """In `s`: end every job of `key_id` that no worker holds as cancelled with `error`, and ask
+    its running ones to stop (they end `cancelled` at their next step, as on a cancel request)."""
+    s.execute(
+        update(Prediction)
+        .where(
+            Prediction.api_key_id == key_id,
+            (Prediction.status == Status.CREATED)
+            | ((Prediction.status == Status.PROCESSING) & Prediction.lease_owner.is_(None)),
+        )
+        .values(ended(Status.CANCELLED, error=error))
+    )
+    s.execute(
+        update(Prediction)
+        .where(Prediction.api_key_id == key_id, Prediction.status == Status.PROCESSING)
+        .values(cancel_requested=True)
+    )
 
 
 def is_cancel_requested(db: Database, prediction_id: str) -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from wanforge.store.db import Database, utcnow
+from wanforge.store.jobs import cancel_all_of_key
 from wanforge.store.tables import ApiKey
 
 KEY_PREFIX = "wf_"
@@ -134,11 +135,16 @@ def _matching(s: Session, id_or_prefix: str) -> list[ApiKey]:
 
 
 def revoke_key(db: Database, id_or_prefix: str) -> list[ApiKey]:
-    """Revoke the one key `id_or_prefix` names (see `_matching`); the matches, to report."""
+    """Revoke the one key `id_or_prefix` names (see `_matching`); the matches, to report.
+
+    Its work ends with it, in the same transaction: its queued jobs are cancelled and its running
+    ones asked to stop (`jobs.cancel_all_of_key`), so none runs or completes for a key nobody
+    may use any more; each sends only the webhook of its cancellation."""
     with db.session() as s:
         rows = _matching(s, id_or_prefix)
         if len(rows) == 1:
             rows[0].revoked_at = utcnow()
+            cancel_all_of_key(s, rows[0].id)
     return rows
 
 

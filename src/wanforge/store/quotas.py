@@ -45,7 +45,6 @@ class Limits:
     key_max_queued: int = 0  # the key's own predictions waiting in the queue
 
 
-
 class Limit(StrEnum):
     RATE = "rate"
     CONCURRENCY = "concurrency"
@@ -59,6 +58,10 @@ class OverLimit(Exception):
         self.limit = limit
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class KeyRevoked(Exception):
+    """The key was revoked after the API process checked it (it keeps a checked key a moment)."""
 
 
 def window_start(now: datetime) -> datetime:
@@ -77,16 +80,17 @@ def admit(s: Session, key_id: str, limits: Limits, now: datetime) -> None:
             rate_window=window,
         )
     )
-    if limits.rpm:
-        count = s.scalar(select(ApiKey.rate_count).where(ApiKey.id == key_id)) or 0
-        if count > limits.rpm:
-            wait = max(1, math.ceil((window + WINDOW - now).total_seconds()))
-            raise OverLimit(
-                Limit.RATE,
-                f"rate limit reached: this key may submit {limits.rpm} predictions per minute; "
-                f"retry after {wait} s",
-                wait,
-            )
+    # read after the write above: a revocation (which writes this row too) is over or waits
+    key = s.execute(select(ApiKey.rate_count, ApiKey.revoked_at).where(ApiKey.id == key_id)).first()
+    if key is not None and key.revoked_at is not None:
+        raise KeyRevoked(key_id)
+    if limits.rpm and key is not None and key.rate_count > limits.rpm:
+        wait = max(1, math.ceil((window + WINDOW - now).total_seconds()))
+        raise OverLimit(
+            Limit.RATE,
+            f"rate limit reached: this key may submit {limits.rpm} predictions per minute; retry after {wait} s",
+            wait,
+        )
     if limits.concurrency:
         active = s.scalar(
             select(func.count())

@@ -25,8 +25,9 @@ ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="'demo', a local Wan2.2-I2V-A14B-Diffusers directory, or 'random:a14b' (full size, random "
-        "weights) [env WANFORGE_MODEL]",
+        help="'demo', a local Wan2.2-I2V-A14B-Diffusers directory, the official Wan2.2-I2V-A14B directory, "
+        "a .toml model file naming single files, or 'random:a14b' (full size, random weights) "
+        "[env WANFORGE_MODEL]",
     ),
 ]
 DbOpt = Annotated[

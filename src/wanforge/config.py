@@ -19,9 +19,22 @@ class Settings(BaseSettings):
     data_dir: Path = Path("wanforge-data")
     model: str = Field(
         default="demo",
-        description="'demo' (tiny random-weight model), a local Wan2.2-I2V-A14B-Diffusers directory, or "
+        description="'demo' (tiny random-weight model), a local Wan2.2-I2V-A14B-Diffusers directory, the "
+        "official Wan2.2-I2V-A14B directory, a .toml model file naming single files (ComfyUI's, GGUF), or "
         "'random:a14b' (the real sizes with random weights made on the device; docs/engine.md)",
     )
+
+    @field_validator("model")
+    @classmethod
+    def _model_file_is_usable(cls, value: str) -> str:
+        """A model file is read and its paths checked here (no torch), so a typo fails at start."""
+        from wanforge.engine.model_file import is_model_file, read_model_file
+
+        path = Path(value).expanduser()
+        if is_model_file(path):
+            read_model_file(path)  # ModelFileError is a ValueError: one line naming the problem
+        return value
+
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite (WAL) in the data directory"
     )

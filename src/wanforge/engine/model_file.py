@@ -53,7 +53,8 @@ def is_model_file(path: Path) -> bool:
 
 def read_model_file(path: Path) -> ModelFile:
     """Parse and check ``path``: every named path exists, pieces are files, directories are
-    directories, and each of the four pieces is named or left to a ``diffusers`` directory."""
+    directories, and each of the four pieces and the tokenizer is named or left to a
+    ``diffusers`` directory. Every problem is in the one error."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

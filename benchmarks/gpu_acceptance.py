@@ -38,22 +38,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
 import io
 import itertools
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,10 +58,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import gpu_generate
 import gpu_train
+from acceptance_plan import Planning, planned, planning_for
+from acceptance_server import GpuMemorySampler, input_image, serve, write_distill_loras
 from gpu_model import SMOKE, Shape, gpu_facts, inputs, timed
 
 from wanforge.engine import fp8 as fp8_modes
-from wanforge.engine.random_model import build_meta_components, parse_random_model
+from wanforge.engine.random_model import parse_random_model
 from wanforge.engine.sizing import generation_size
 
 ROWS = ("api", "steps", "options", "train")
@@ -118,198 +112,7 @@ def measured(device: torch.device) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Planning:
-    """What the memory plan (``wanforge.engine.plan``) needs: the card as this run found it before
-    loading anything, the model's sizes (counted on the meta device) and the worker's settings."""
-
-    module: Any
-    card: Any
-    sizes: Any
-    options: Any
-
-
-def planning_for(model: str, device: torch.device) -> Planning | str:
-    """The plan's inputs, or why there is no plan to compare with."""
-    try:
-        from wanforge.engine import plan as planning  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return "plan: not available (wanforge.engine.plan does not exist in this tree)"
-    from wanforge.config import Settings
-
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    sizes = planning.ModelSizes.from_pipeline(build_meta_components(parse_random_model(model), dtype))
-    if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        name, capability = torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
-        torchao = importlib.util.find_spec("torchao") is not None
-        card = planning.Card(name, total, free, capability, torchao=torchao)
-    else:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        card = planning.Card("cpu", memory, memory, None)
-    settings = Settings()  # the worker's defaults, as the server started here runs them
-    options = planning.Options(
-        memory_mode=settings.memory_mode,
-        fp8=settings.fp8,
-        attention=settings.attention_backend,
-        compile=settings.compile,
-        step_cache=settings.step_cache,
-        vae_tiling=settings.vae_tiling,
-    )
-    return Planning(planning, card, sizes, options)
-
-
-def planned(ctx: Planning | str, kind: str, **work: Any) -> dict[str, Any]:
-    """The plan's predicted peak for the same work, and what it decided."""
-    if isinstance(ctx, str):
-        return {"plan": ctx}
-    planning = ctx.module
-    try:
-        if kind == "train":
-            request = planning.TrainingRequest(
-                frames=work["frames"],
-                height=work["height"],
-                width=work["width"],
-                rank=work["rank"],
-                gradient_checkpointing="on",
-            )
-            result = planning.plan_training(ctx.card, ctx.sizes, request, ctx.options)
-            peak, how = result.peak_bytes, f"plan: training, {'fits' if result.fits else 'does not fit'}"
-        elif (
-            kind == "forward"
-        ):  # one expert forward: its weights (fp8: block linears in 1 byte) + activations
-            sizes = ctx.sizes
-            weights = sizes.expert_bytes if work["fp8"] == "off" else sizes.fp8_expert_bytes()
-            peak = weights + planning.forward_activation_bytes(
-                sizes, work["width"], work["height"], work["frames"]
-            )
-            how = "plan formula: one expert's weights + forward_activation_bytes (no LoRA slot)"
-        else:
-            result = planning.plan_generation(
-                ctx.card, ctx.sizes, ctx.options, work["resolution"], work["frames"]
-            )
-            peak = result.peak_bytes
-            how = (
-                f"plan: the whole job at {result.width}x{result.height}x{result.frames}, "
-                f"memory_mode={result.memory_mode} fp8={result.fp8}, {'fits' if result.fits else 'does not fit'}"
-            )
-    except Exception as exc:  # the plan refusing a setting is an answer too: show it
-        return {"plan": f"plan: not available ({type(exc).__name__}: {exc})"}
-    return {"plan_peak_gib": round(peak / GIB, 2), "plan": how}
-
-
 # --- api: a real server, two ultra-fast jobs -----------------------------------------------------
-
-
-def write_distill_loras(model: str, rank: int, folder: Path) -> tuple[Path, Path]:
-    """Random LoRA files on every linear of every block of ``model``'s experts (diffusers names;
-    the shapes come from the meta-device build, so nothing of the model is made)."""
-    from safetensors.torch import save_file
-
-    parts = build_meta_components(parse_random_model(model), torch.bfloat16)
-    linears = [
-        (name, module)
-        for name, module in parts.transformer.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.startswith("blocks.")
-    ]
-    files = []
-    for index, expert in enumerate(("high_noise", "low_noise")):
-        gen = torch.Generator().manual_seed(index)
-        tensors = {}
-        for name, linear in linears:
-            a = torch.randn(rank, linear.in_features, generator=gen) / linear.in_features**0.5
-            b = torch.randn(linear.out_features, rank, generator=gen) * 0.01
-            tensors[f"transformer.{name}.lora_A.weight"] = a.to(torch.bfloat16)
-            tensors[f"transformer.{name}.lora_B.weight"] = b.to(torch.bfloat16)
-        path = folder / f"distill_{expert}.safetensors"
-        save_file(tensors, str(path))
-        files.append(path)
-    return files[0], files[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve(model: str, folder: Path, env: dict[str, str], ready_s: float) -> Iterator[tuple[str, str, int]]:
-    """``wanforge serve`` with one worker; yields (base URL, API key, server pid) once ready."""
-    port = free_port()
-    key = "wf_accept_" + secrets.token_hex(16)
-    log = folder / "server.log"
-    full_env = {
-        **os.environ,
-        "WANFORGE_API_KEY": key,
-        "WANFORGE_ALLOW_PRIVATE_URLS": "1",  # the job reads its image from this server's own URL
-        "WANFORGE_POLL_INTERVAL_S": "0.1",
-        **env,
-    }
-    command = [sys.executable, "-m", "wanforge", "serve", "--port", str(port)]
-    command += ["--data-dir", str(folder / "data"), "--model", model]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_s
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-4000:]
-                raise RuntimeError(f"the server did not become ready in {ready_s:.0f} s:\n{tail}")
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(f"{base}/health", headers={"Authorization": f"Bearer {key}"}, timeout=5)
-                if health.json().get("worker") == "ready":
-                    break
-            time.sleep(0.2)
-        yield base, key, proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-class GpuMemorySampler:
-    """The peak of nvidia-smi's used memory of the processes other than this one, sampled."""
-
-    def __init__(self, every_s: float = 0.2) -> None:
-        self.every_s = every_s
-        self.peak_mib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-                text = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
-                for line in text.splitlines():
-                    pid, used = (int(v) for v in line.split(","))
-                    if pid != os.getpid():
-                        self.peak_mib = max(self.peak_mib, used)
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> GpuMemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def input_image() -> bytes:
-    from PIL import Image
-
-    pixels = torch.linspace(0, 255, 1280 * 720 * 3).reshape(720, 1280, 3).to(torch.uint8).numpy()
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")  # 16:9, so both presets are exact
-    return out.getvalue()
 
 
 def api_rows(

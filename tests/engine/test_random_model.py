@@ -173,6 +173,12 @@ def test_each_module_is_made_where_the_memory_mode_and_fp8_keep_it() -> None:
     every = ("text_encoder", "vae", "transformer", "transformer_2")
     assert homes(gpu, "gpu") == dict.fromkeys(every, gpu)
     assert homes(gpu, "model_offload") == dict.fromkeys(every, cpu)
+    assert homes(gpu, "text_encoder_offload") == {
+        "text_encoder": cpu,
+        "vae": gpu,
+        "transformer": gpu,
+        "transformer_2": gpu,
+    }
     assert homes(gpu, "group_offload", "storage") == dict.fromkeys(every, cpu)
     # FP8: the experts start on the CPU, as a checkpoint's, and the engine converts them from there
     for fp8 in ("storage", "compute"):

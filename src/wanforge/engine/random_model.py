@@ -294,14 +294,16 @@ def materialize_components(
 
 
 def homes(target: torch.device, memory_mode: str, fp8: str = "off") -> dict[str, torch.device]:
-    """Where each module is made: everything on ``target`` in ``gpu`` mode; otherwise on the CPU,
+    """Where each module is made: everything on ``target`` in ``gpu`` mode, all but the text
+    encoder in ``text_encoder_offload`` (the plan's mode, engine/plan.py); otherwise on the CPU,
     where the offload hooks take it from. With FP8 on, the experts start on the CPU as a loaded
     checkpoint's do, so the engine converts them from there (storage: before placement; compute:
     one expert at a time on the device) and never holds both in bf16 on the GPU."""
     cpu = torch.device("cpu")
-    resident = target if memory_mode == "gpu" else cpu
+    resident = target if memory_mode in ("gpu", "text_encoder_offload") else cpu
     experts = resident if fp8 == "off" else cpu
-    return {"text_encoder": resident, "vae": resident, "transformer": experts, "transformer_2": experts}
+    text = target if memory_mode == "gpu" else cpu
+    return {"text_encoder": text, "vae": resident, "transformer": experts, "transformer_2": experts}
 
 
 def materialize_for_mode(

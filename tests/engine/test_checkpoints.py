@@ -5,6 +5,7 @@ directory; the key names against the reference code's; every wrong piece named."
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,17 @@ from wanforge.engine.random_model import A14B_EXPERT, A14B_VAE, UMT5_XXL
 from wanforge.training.lora import add_lora, lora_state_dict
 
 REQUEST = GenerationRequest(smooth_image(48, 32, seed=3), "a cat walks", "", "480p", seed=5, duration_s=1)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing here may download: every socket connection fails."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a network connection was attempted: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def fast(loaded: LoadedModel) -> LoadedModel:

@@ -32,23 +32,31 @@ LATENT_STRIDE = (4, 8, 8)  # the Wan VAE: frames, height, width
 PATCH = (1, 2, 2)  # the transformer's patch embedding
 # float32 LoRA weight + its gradient + AdamW's exp_avg and exp_avg_sq
 LORA_BYTES_PER_PARAM = 16
-# Kept for backward per token in one block, in the compute dtype: multiples of `dim` (norm
-# outputs, q/k/v, attention outputs, residual sums, modulation) and of `ffn_dim` (the FFN hidden
-# before and after the GELU). A rounded count of the block's saved tensors, not a measurement.
-BLOCK_DIM_TENSORS = 12
+# Per token, calibrated against the full-size simulation of a training step
+# (`wanforge.engine.simulate.simulate_training_step`: the real A14B expert, the trainer's own LoRA,
+# loss, backward and AdamW under FakeTensorMode; `tests/training/test_preflight.py` holds the
+# estimate within 10% of it). What one block keeps for backward, read off autograd's saved tensors
+# of a simulated A14B block (bf16, base-dtype LoRA): in the compute dtype, 11 tensors of width
+# `dim` (the head-split q, k, v and attention outputs of both attentions, the modulated norm
+# outputs, the residual sums) and 2 of width `ffn_dim` (the FFN hidden before and after the GELU).
+BLOCK_DIM_TENSORS = 11
 BLOCK_FFN_TENSORS = 2
-# peft's float32 path (`lora_compute="float32"`) casts each LoRA'd linear's input to float32 and
-# keeps that copy for backward when the model computes in a narrower dtype: q, k, v, out of
-# self-attention (7 = 3 + 1 here and 1 + 1 for the cross-attention query and out, + 1 for the FFN's
-# first linear) in `dim`, and the FFN's second linear in `ffn_dim`. The cross-attention key/value
-# inputs are the 512 text tokens.
-LORA_INPUT_DIM_TENSORS = 7
-LORA_INPUT_FFN_TENSORS = 1
-# The base-dtype path (`lora_compute="base"`) keeps the inputs themselves, one per distinct input
-# (q, k and v share theirs): self-attention in and out, cross-attention query and out, FFN in, in
-# `dim`; the FFN's second linear in `ffn_dim`. Counted in full, though some are kept anyway.
-LORA_BASE_INPUT_DIM_TENSORS = 5
-LORA_BASE_INPUT_FFN_TENSORS = 1
+# ... and, when the model computes in a narrower dtype than float32, 5 float32 tensors of width
+# `dim`: the inputs of the three FP32LayerNorms (norm1, norm2, norm3 upcast their input) and the
+# q/k RMSNorm upcasts (`qk_norm="rms_norm_across_heads"`).
+NORM_FP32_DIM_TENSORS = 5
+# peft's float32 path (`lora_compute="float32"`) also casts each LoRA'd linear's input to float32
+# and keeps that copy for backward: simulated 141-179 KB per token per block for A14B, which
+# 4 x (5 dim + ffn_dim) = 158 KB matches within 12% either way.
+LORA_FP32_INPUT_DIM_TENSORS = 5
+LORA_FP32_INPUT_FFN_TENSORS = 1
+# In flight during backward on top of what is saved (the gradients of the widest tensors, the
+# embeddings' and head's activations, the loss in float32): simulated 84 KB per token for A14B;
+# `c * (3 dim + 2 ffn_dim)` = 86 KB. With gradient checkpointing the recomputed block's input is
+# held twice (the checkpoint's copy and the recompute's), one more `c * dim`; with activation
+# offload the block input brought back from the host is a third.
+BACKWARD_DIM_TENSORS = 3
+BACKWARD_FFN_TENSORS = 2
 FP8_BYTES = 1
 CUDA_OVERHEAD_BYTES = 2 * GIB  # CUDA context, cuBLAS workspace, allocator fragmentation
 SMALLER_FRAMES = (49, 33, 17)
@@ -142,13 +150,15 @@ def estimate(
     memory: MemoryOptions = DEFAULT_MEMORY,
     overhead: int = 0,
 ) -> MemoryEstimate:
-    """Peak device bytes while one expert trains on `batch_size` windows of `window` (an estimate).
+    """Peak device bytes while one expert trains on `batch_size` windows of `window` (an estimate,
+    calibrated against the full-size simulation of a training step; docs/training.md).
 
-    Per token, a block keeps ``c * (12 dim + 2 ffn)`` bytes for backward (``c`` the compute
-    dtype's size), plus its LoRA'd linears' inputs when ``c < 4``: ``c * (5 dim + ffn)`` on the
-    base-dtype LoRA path, ``4 * (7 dim + ffn)`` on peft's float32 path. With gradient checkpointing
-    the model keeps each block's input (``c * dim`` per token per layer) and recomputes one block
-    at a time; without, it keeps every block's tensors.
+    Per token, a block keeps ``B = c * (11 dim + 2 ffn)`` bytes for backward (``c`` the compute
+    dtype's size), plus ``4 * 5 dim`` (the float32 norm inputs) when ``c < 4``, plus
+    ``4 * (5 dim + ffn)`` on peft's float32 LoRA path; backward has ``W = c * (3 dim + 2 ffn)``
+    more in flight. With gradient checkpointing the model keeps each block's input (``c * dim``
+    per token per layer) and recomputes one block at a time (whose input is then held twice);
+    without, it keeps every block's tensors.
 
     fp8 base: the blocks' linears are stored in 1 byte instead of ``c``; each is upcast to ``c``
     for its forward, and autograd keeps that copy for backward: one block's worth with gradient
@@ -158,21 +168,23 @@ def estimate(
     c = spec.compute_bytes
     tokens = window.tokens * batch_size
     block = c * (BLOCK_DIM_TENSORS * spec.dim + BLOCK_FFN_TENSORS * spec.ffn_dim)
-    if c < 4 and memory.lora_compute == "float32":
-        block += 4 * (LORA_INPUT_DIM_TENSORS * spec.dim + LORA_INPUT_FFN_TENSORS * spec.ffn_dim)
-    elif c < 4:
-        block += c * (LORA_BASE_INPUT_DIM_TENSORS * spec.dim + LORA_BASE_INPUT_FFN_TENSORS * spec.ffn_dim)
+    if c < 4:
+        block += 4 * NORM_FP32_DIM_TENSORS * spec.dim
+        if memory.lora_compute == "float32":
+            block += 4 * (LORA_FP32_INPUT_DIM_TENSORS * spec.dim + LORA_FP32_INPUT_FFN_TENSORS * spec.ffn_dim)
+    backward = c * (BACKWARD_DIM_TENSORS * spec.dim + BACKWARD_FFN_TENSORS * spec.ffn_dim)
+    block_input = c * spec.dim
     weights = spec.weight_bytes
     block_copy = 0  # the upcast weights of one block, kept for its backward
     if memory.fp8_base:
         weights -= spec.block_linear_params * (c - FP8_BYTES)
         block_copy = spec.block_linear_params // spec.num_layers * c
     if memory.offload == "activations":
-        activations = tokens * block + block_copy
+        activations = tokens * (block + backward + 2 * block_input) + block_copy
     elif gradient_checkpointing:
-        activations = tokens * (spec.num_layers * c * spec.dim + block) + block_copy
+        activations = tokens * (spec.num_layers * block_input + block + backward + block_input) + block_copy
     else:
-        activations = spec.num_layers * (tokens * block + block_copy)
+        activations = tokens * (spec.num_layers * block + backward) + spec.num_layers * block_copy
     return MemoryEstimate(
         weights=weights,
         lora=lora_param_count(spec, rank) * LORA_BYTES_PER_PARAM,

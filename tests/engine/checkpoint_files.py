@@ -85,9 +85,14 @@ def to_wan_t5(encoder: UMT5EncoderModel) -> dict[str, torch.Tensor]:
 
 
 def to_hf_t5(encoder: UMT5EncoderModel) -> dict[str, torch.Tensor]:
-    """transformers' names without the tied copy, as ComfyUI's ``umt5_xxl_fp16.safetensors``."""
+    """transformers' names without the tied copy, plus the serialized tokenizer as a uint8
+    ``spiece_model`` tensor, as in ComfyUI's ``umt5_xxl_fp16.safetensors``."""
     state = encoder.state_dict()
-    return {k: state[k].detach().clone().contiguous() for k in wan_keys.hf_t5_keys(encoder.config.num_layers)}
+    out = {k: state[k].detach().clone().contiguous() for k in wan_keys.hf_t5_keys(encoder.config.num_layers)}
+    out[wan_keys.COMFY_TOKENIZER] = torch.frombuffer(
+        bytearray(b"\n\x0bsentencepiece stand-in"), dtype=torch.uint8
+    )
+    return out
 
 
 def to_fp8_scaled(

@@ -520,6 +520,9 @@ def load_text_encoder(sources: Sources, dtype: torch.dtype) -> UMT5EncoderModel:
             f"text_encoder ({path.name}): GGUF text encoders are not supported; use safetensors"
         )
     state_dict, _ = read_tensors(path)
+    # ComfyUI's files carry their sentencepiece tokenizer as a tensor; the tokenizer is read from
+    # its directory instead (building one from these bytes needs sentencepiece and protobuf)
+    state_dict.pop(wan_keys.COMFY_TOKENIZER, None)
     if is_fp8_scaled(state_dict):
         state_dict = dequantize_fp8_scaled(state_dict, dtype)
     state_dict = _t5_to_hf_names(state_dict)

@@ -24,6 +24,9 @@ COMFY_PREFIX = "model.diffusion_model."
 COMFY_FP8_MARKER = "scaled_fp8"  # a 0-size tensor whose dtype is the float8 type of the file
 COMFY_FP8_SCALE = "scale_weight"  # <layer>.scale_weight: the weight is fp8 * scale
 COMFY_FP8_INPUT_SCALE = "scale_input"  # optional, for fp8 matmuls; not needed to dequantize
+# ComfyUI's umT5 files carry their tokenizer: the serialized sentencepiece model as a uint8 tensor
+# (comfy/text_encoders/wan.py, UMT5XXlTokenizer reads tokenizer_data["spiece_model"])
+COMFY_TOKENIZER = "spiece_model"
 GGUF_ARCHITECTURE = "wan"
 GGUF_ORIG_SHAPE = "comfy.gguf.orig_shape."
 

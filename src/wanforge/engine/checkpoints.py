@@ -373,13 +373,16 @@ def load_expert(sources: Sources, role: Role, dtype: torch.dtype) -> WanTransfor
     return _assign(model, state_dict).eval()
 
 
-def _assign(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Any:
+def _assign(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> Any:
     """Load ``state_dict`` into a meta ``model``, each tensor in its parameter's dtype (the
-    dtypes a diffusers ``from_pretrained`` gives: see ``random_model.cast_as_loaded``)."""
+    dtypes a diffusers ``from_pretrained`` gives: see ``random_model.cast_as_loaded``).
+    ``state_dict`` is emptied as it goes, so a file in another dtype (fp16 for a bf16 model:
+    a 28 GB expert) is never held twice."""
     wanted = model.state_dict()
-    model.load_state_dict(
-        {k: v.to(dtype=wanted[k].dtype).contiguous() for k, v in state_dict.items()}, strict=True, assign=True
-    )
+    cast: dict[str, torch.Tensor] = {}
+    for key in list(state_dict):
+        cast[key] = state_dict.pop(key).to(dtype=wanted[key].dtype).contiguous()
+    model.load_state_dict(cast, strict=True, assign=True)
     return model
 
 

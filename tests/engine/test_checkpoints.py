@@ -311,3 +311,24 @@ def test_lora_request_on_gguf_experts(files: dict[str, Path], tmp_path: Path) ->
     assert np.abs(on_gguf - base).max() > 0.1  # the LoRA changes the video (measured 0.25)
     assert np.abs(on_gguf - on_full).max() <= 0.02  # measured 0.0053, as without the LoRA
     assert np.array_equal(quantized.render(REQUEST)[0], base)
+
+
+def test_swapped_expert_is_named_by_its_metadata(files: dict[str, Path], tmp_path: Path) -> None:
+    state = to_wan_expert(reference_pipeline().transformer_2)
+    save_file(
+        state, str(tmp_path / "expert.safetensors"), metadata={"modelspec.title": "Wan2.2 I2V A14B LowNoise"}
+    )
+    entries = pieces(files, high_noise=tmp_path / "expert.safetensors")
+    with pytest.raises(ModelLoadError, match=r"high_noise: expert.safetensors is the low-noise expert"):
+        load_pipeline(str(write_model_file(tmp_path / "m.toml", **entries)))
+
+
+def test_incomplete_official_layout_names_what_is_missing(tmp_path: Path) -> None:
+    root = write_official_layout(reference_pipeline(), tmp_path / "Wan2.2-I2V-A14B")
+    (root / "Wan2.1_VAE.pth").unlink()
+    for shard in (root / "low_noise_model").glob("*.safetensors"):
+        shard.unlink()
+    with pytest.raises(
+        ModelLoadError, match=r"low_noise_model/ has no \.safetensors files; Wan2\.1_VAE\.pth is missing"
+    ):
+        load_pipeline(str(root))

@@ -27,11 +27,12 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _model_file_is_usable(cls, value: str) -> str:
-        """A model file is read and its paths checked here (no torch), so a typo fails at start."""
+        """A model file is read and its paths checked here (no torch), so a typo in it fails at
+        start. Only where the file is: an API-only host need not have the workers' files."""
         from wanforge.engine.model_file import is_model_file, read_model_file
 
         path = Path(value).expanduser()
-        if is_model_file(path):
+        if is_model_file(path) and path.is_file():
             read_model_file(path)  # ModelFileError is a ValueError: one line naming the problem
         return value
 

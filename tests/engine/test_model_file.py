@@ -84,6 +84,8 @@ def test_settings_refuse_a_bad_model_file(pieces: Path) -> None:
     with pytest.raises(ValidationError, match="no low_noise, text_encoder, vae, tokenizer named"):
         Settings(model=str(write(pieces / "wan.toml", 'high_noise = "high.safetensors"\n')))
     assert Settings(model="demo").model == "demo"
+    # where the file is not (an API-only host), the worker that loads it reports it
+    assert Settings(model=str(pieces / "elsewhere.toml")).model == str(pieces / "elsewhere.toml")
     assert Settings(model=str(pieces / "Wan-Diffusers")).model == str(pieces / "Wan-Diffusers")
 
 

@@ -89,6 +89,31 @@ def test_keys_weight_and_queue_cap(tmp_path: Path) -> None:
     assert "weight 0.5, queue default" in runner.invoke(app, ["keys", "list", *data]).stdout
 
 
+def test_keys_storage_quota_and_what_is_stored(tmp_path: Path) -> None:
+    from wanforge.store import uploads
+    from wanforge.store.db import Database
+    from wanforge.store.keys import list_keys
+
+    data = ["--data-dir", str(tmp_path)]
+    created = runner.invoke(app, ["keys", "create", "--storage-quota", "2GiB", *data])
+    assert created.exit_code == 0, created.output
+    db = Database(f"sqlite:///{tmp_path / 'wanforge.db'}")
+    [row] = list_keys(db)
+    assert row.storage_quota == 2 * 1024**3
+    done = uploads.create_upload(
+        db, key="uploads/a/x.png", filename="x.png", content_type="image/png", declared_size=None,
+        put_token=None, api_key_id=row.id,
+    )  # fmt: skip
+    uploads.mark_complete(db, done.id, 3 * 1024**2)
+    db.dispose()
+    assert "storage 3.0 MiB of 2.0 GiB" in runner.invoke(app, ["keys", "list", *data]).stdout
+    key = created.stdout.strip().splitlines()[0]
+    bad = runner.invoke(app, ["keys", "update", key[:8], "--storage-quota", "lots", *data])
+    assert bad.exit_code != 0 and "--storage-quota" in bad.output
+    assert runner.invoke(app, ["keys", "update", key[:8], "--storage-quota", "0", *data]).exit_code == 0
+    assert "storage 3.0 MiB of unlimited" in runner.invoke(app, ["keys", "list", *data]).stdout
+
+
 def test_generate_writes_an_mp4(tmp_path: Path) -> None:
     from wanforge.training.videos import probe_video
 
@@ -287,3 +312,67 @@ def test_a_setting_pair_that_does_not_fit_is_named_without_the_other_settings(
         "  set both WANFORGE_ULTRA_FAST_HIGH_NOISE_LORA and WANFORGE_ULTRA_FAST_LOW_NOISE_LORA "
         "(one distill LoRA per expert), or neither",
     ]
+
+
+def test_plan_prints_the_plan_a_worker_takes_on_a_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANFORGE_FP8", raising=False)
+    result = runner.invoke(app, ["plan", "--gpu", "h100-80gb"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "plan for h100-80gb (79.6 GiB, sm90): 1280x720, 81 frames"
+    assert lines[1] == "  memory mode      text_encoder_offload (on the GPU: transformer, transformer_2, vae)"
+    assert lines[-1].startswith("  predicted peak   71.6 GiB (weights 53.8, activations 17.8;")
+    assert lines[-1].endswith("of 77.1 GiB available: fits")
+
+
+def test_plan_as_json_and_the_settings_it_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("WANFORGE_FP8", "auto")
+    result = runner.invoke(app, ["plan", "--gpu", "l40s-48gb", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert (plan["memory_mode"], plan["fp8"], plan["vae_tiled"], plan["fits"]) == (
+        "text_encoder_offload",
+        "compute",
+        True,
+        True,
+    )
+    assert plan["gpu"]["capability"] == [8, 9]
+    assert plan["card"] == "l40s-48gb"
+    assert plan["peak_bytes"] == plan["weights_bytes"] + plan["activation_bytes"]
+
+
+def test_plan_for_training_that_does_not_fit_says_what_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANFORGE_TRAIN_FRAMES", raising=False)
+    result = runner.invoke(app, ["plan", "--gpu", "24gb", "--capability", "8.9", "--train", "--rank", "32"])
+    assert result.exit_code == 1, result.output
+    assert "33-frame 480x832 windows, LoRA rank 32" in result.output
+    assert "does not fit" in result.output
+    assert (
+        "  to fit           set WANFORGE_TRAIN_FP8_BASE=1 and WANFORGE_TRAIN_OFFLOAD=activations"
+        in result.output
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["--gpu", "h100"], "--gpu"),
+        (["--gpu", "h100-80gb", "--resolution", "4k"], "--resolution"),
+        (["--gpu", "h100-80gb", "--frames", "80"], "--frames"),
+        (["--gpu", "h100-80gb", "--train", "--rank", "0"], "--rank"),
+        (["--gpu", "24gb", "--capability", "ada"], "--capability"),
+    ],
+)
+def test_plan_refuses_bad_input_naming_the_flag(args: list[str], hint: str) -> None:
+    result = runner.invoke(app, ["plan", *args])
+    assert result.exit_code == 2
+    assert hint in result.output
+
+
+def test_plan_refuses_a_setting_the_card_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANFORGE_FP8", "compute")
+    result = runner.invoke(app, ["plan", "--gpu", "a100-80gb"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: WANFORGE_FP8=compute needs a CUDA GPU of compute capability 8.9")

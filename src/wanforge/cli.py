@@ -1,4 +1,4 @@
-"""The `wanforge` command: serve, worker, workers (Ray), generate, train, keys."""
+"""The `wanforge` command: serve, worker, workers (Ray), generate, train, plan, keys."""
 
 from __future__ import annotations
 
@@ -516,6 +516,138 @@ def train(
     shutil.rmtree(work, ignore_errors=True)
 
 
+GPU_HELP = "h100-80gb | h200-141gb | a100-80gb | l40s-48gb | rtx4090-24gb | <N>gb"
+
+
+def parse_capability(value: str | None) -> tuple[int, int] | None:
+    """`--capability 8.9` -> (8, 9)."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"([0-9]+)\.([0-9])", value.strip())
+    if not match:
+        raise typer.BadParameter(
+            f"expected MAJOR.MINOR such as 8.9, got {value!r}", param_hint="--capability"
+        )
+    return int(match[1]), int(match[2])
+
+
+@app.command()
+def plan(
+    gpu: Annotated[str, typer.Option("--gpu", help=GPU_HELP)],
+    resolution: Annotated[str, typer.Option(help="480p | 720p | 1080p (native: 1920x1088)")] = "720p",
+    train: Annotated[bool, typer.Option("--train", help="plan a LoRA training job instead")] = False,
+    frames: Annotated[
+        int | None,
+        typer.Option(help="frames, 4k+1 [generation: 81; training: WANFORGE_TRAIN_FRAMES, else 33]"),
+    ] = None,
+    rank: Annotated[int, typer.Option(help="LoRA rank (training)")] = 32,
+    capability: Annotated[
+        str | None, typer.Option(help="compute capability of a <N>gb card, such as 8.9 [8.0]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="also run the full-size simulation (seconds to a minute)")
+    ] = False,
+) -> None:
+    """The memory plan a worker with this environment's settings takes on a card: memory mode,
+    FP8, attention, compile, what stays on the GPU, the predicted peak (formulas calibrated
+    against the full-size simulation), whether it fits and what to change when it does not.
+    Exit code 1 when it does not fit. Builds no model."""
+    import json
+
+    from wanforge.engine import plan as planning
+
+    try:
+        card = planning.card_from_name(gpu, parse_capability(capability))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gpu") from None
+    if resolution not in planning.SIZES:
+        raise typer.BadParameter("must be 480p, 720p or 1080p", param_hint="--resolution")
+    if frames is not None and (frames < 5 or (frames - 1) % 4):
+        raise typer.BadParameter(f"must be 4k+1 and at least 5, got {frames}", param_hint="--frames")
+    if rank < 1:
+        raise typer.BadParameter(f"must be at least 1, got {rank}", param_hint="--rank")
+    settings = load_settings()
+    sizes = planning.ModelSizes.A14B
+    try:
+        if train:
+            request = planning.training_request_from_settings(settings, frames=frames, rank=rank)
+            result = planning.plan_training(card, sizes, request, planning.options_from_settings(settings))
+        else:
+            options = planning.options_from_settings(settings)
+            result = planning.plan_generation(
+                card, sizes, options, resolution, frames or planning.DEFAULT_FRAMES
+            )
+    except ValueError as exc:  # a setting that cannot run on this card
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    simulated = _simulated_peaks(result) if simulate else None
+    if as_json:
+        out = {"gpu": {"name": card.name, "total_bytes": card.total_bytes, "free_bytes": card.free_bytes,
+                        "capability": card.capability}, **result.as_dict()}  # fmt: skip
+        if simulated is not None:
+            out["simulated"] = simulated
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        typer.echo(_describe_plan(card, result, simulated))
+    if not result.fits:
+        raise typer.Exit(1)
+
+
+def _simulated_peaks(result: Any) -> dict[str, float]:
+    """GiB from the full-size simulation of the plan's work (FakeTensorMode on the CPU)."""
+    from wanforge.engine import simulate
+    from wanforge.training.memory import MemoryOptions
+
+    gib = 2**30
+    if result.task == "train":
+        memory = MemoryOptions(fp8_base=result.fp8 == "storage")
+        step = simulate.simulate_training_step(
+            result.frames, width=result.width, height=result.height, rank=result.rank,
+            gradient_checkpointing=bool(result.gradient_checkpointing), memory=memory,
+        )  # fmt: skip
+        return {"training_step_peak_gib": step.peak_bytes / gib}
+    w, h, f = result.width, result.height, result.frames
+    forward = simulate.simulate_forward(w, h, f, num_layers=2)  # its peak does not depend on depth
+    decode = simulate.simulate_vae_decode(w, h, f, tiled=result.vae_tiled)
+    return {
+        "expert_forward_activations_gib": forward.activation_bytes / gib,
+        "vae_decode_activations_gib": decode.activation_bytes / gib,
+    }
+
+
+def _describe_plan(card: Any, result: Any, simulated: dict[str, float] | None) -> str:
+    gib = 2**30
+    sm = f"sm{card.capability[0]}{card.capability[1]}" if card.capability else "no CUDA"
+    what = (
+        f"a training step, {result.frames}-frame {result.height}x{result.width} windows, LoRA rank {result.rank}"
+        if result.task == "train"
+        else f"{result.width}x{result.height}, {result.frames} frames"
+    )
+    resident = ", ".join(result.resident) or "one model at a time"
+    lines = [
+        f"plan for {card.name} ({card.total_bytes / gib:.1f} GiB, {sm}): {what}",
+        f"  memory mode      {result.memory_mode} (on the GPU: {resident})",
+        f"  fp8              {result.fp8}",
+        f"  attention        {result.attention} (training: {result.training_attention})",
+        f"  compile          {result.compile}",
+    ]
+    if result.task == "train":
+        lines.append(f"  checkpointing    {'on' if result.gradient_checkpointing else 'off'}")
+    else:
+        lines.append(f"  VAE              {'tiled' if result.vae_tiled else 'untiled'}")
+    lines.append(
+        f"  predicted peak   {result.peak_bytes / gib:.1f} GiB (weights {result.weights_bytes / gib:.1f}, "
+        f"activations {result.activation_bytes / gib:.1f}; formulas calibrated against the simulation) "
+        f"of {result.available_bytes / gib:.1f} GiB available: {'fits' if result.fits else 'does not fit'}"
+    )
+    for name, value in (simulated or {}).items():
+        lines.append(f"  simulated        {name.removesuffix('_gib').replace('_', ' ')} {value:.1f} GiB")
+    lines.extend(f"  note             {note}" for note in result.notes)
+    lines.extend(f"  to fit           {advice}" for advice in result.advice)
+    return "\n".join(lines)
+
+
 def parse_expiry(value: str, now: datetime) -> datetime | None:
     """`--expires`: `never`, a duration from now (`30d`, `12h`, `90m`) or an ISO 8601 date or
     time (taken as UTC when it has no offset); naive UTC, as the store keeps times."""
@@ -586,6 +718,39 @@ def parse_weight(value: str) -> float:
     return weight
 
 
+StorageQuotaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-quota",
+        help="bytes it may store (uploads, inputs, outputs), e.g. 500MiB, 20GiB; 0 = unlimited; 'default' "
+        "[WANFORGE_DEFAULT_STORAGE_QUOTA_BYTES]",
+    ),
+]
+_BYTE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_bytes(value: str, hint: str) -> int | None:
+    """A byte count for `keys create/update`: digits with an optional K, M, G or T (binary:
+    `20GiB`, `20G`), 0 = unlimited, or `default` (None: the server's)."""
+    text = value.strip().lower()
+    if text == "default":
+        return None
+    if match := re.fullmatch(r"(\d+)\s*([kmgt]?)(i?b)?", text):
+        return int(match[1]) * _BYTE_UNITS[match[2]]
+    raise typer.BadParameter(
+        "expected a number of bytes, e.g. 500MiB or 20GiB (0 = unlimited), or 'default'", param_hint=hint
+    )
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 ExpiresOpt = Annotated[
     str | None,
     typer.Option("--expires", help="never | a duration (30d, 12h, 90m) | an ISO 8601 date or time (UTC)"),
@@ -600,6 +765,7 @@ def keys_create(
     concurrency: ConcurrencyOpt = None,
     max_queued: MaxQueuedOpt = None,
     weight: WeightOpt = None,
+    storage_quota: StorageQuotaOpt = None,
     expires: ExpiresOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
@@ -615,6 +781,7 @@ def keys_create(
         expires_at=parse_expiry(expires, utcnow()) if expires is not None else None,
         max_queued=max_queued,
         weight=parse_weight(weight) if weight is not None else 1.0,
+        storage_quota=parse_bytes(storage_quota, "--storage-quota") if storage_quota is not None else None,
     )
     db = _open_db(load_settings(data_dir=data_dir, database_url=database_url))
     plaintext, row = create_key(db, name, options)
@@ -635,6 +802,7 @@ def keys_update(
         str | None, typer.Option("--max-queued", help="jobs waiting at once; 0 = unlimited; 'default'")
     ] = None,
     weight: WeightOpt = None,
+    storage_quota: StorageQuotaOpt = None,
     expires: ExpiresOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
@@ -650,6 +818,9 @@ def keys_update(
         "expires_at": parse_expiry(expires, utcnow()) if expires is not None else UNCHANGED,
         "max_queued": parse_limit(max_queued, "--max-queued") if max_queued is not None else UNCHANGED,
         "weight": parse_weight(weight) if weight is not None else UNCHANGED,
+        "storage_quota": parse_bytes(storage_quota, "--storage-quota")
+        if storage_quota is not None
+        else UNCHANGED,
     }
     rows = update_key(
         _open_db(load_settings(data_dir=data_dir, database_url=database_url)), key_id, **changes
@@ -666,12 +837,16 @@ def _limit(value: int | None) -> str:
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
-    """List keys (prefix only; keys are stored hashed), with their role, limits and expiry."""
+    """List keys (prefix only; keys are stored hashed), with their role, limits, expiry and the
+    bytes each stores against its storage quota."""
     from wanforge.store.db import utcnow
     from wanforge.store.keys import list_keys
+    from wanforge.store.storage_quota import stored_bytes
 
     now = utcnow()
-    for row in list_keys(_open_db(load_settings(data_dir=data_dir, database_url=database_url))):
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    db = _open_db(settings)
+    for row in list_keys(db):
         if row.revoked_at:
             state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}"
         elif row.expires_at and row.expires_at <= now:
@@ -685,6 +860,11 @@ def keys_list(data_dir: DataDirOpt = None, database_url: DbOpt = None) -> None:
             f"rpm {_limit(row.rpm)}, concurrency {_limit(row.concurrency)}, "
             f"weight {row.weight:g}, queue {_limit(row.max_queued)}"
         )
+        quota = settings.default_storage_quota_bytes if row.storage_quota is None else row.storage_quota
+        with db.session() as s:
+            limits += (
+                f", storage {_bytes(stored_bytes(s, row.id))} of {_bytes(quota) if quota else 'unlimited'}"
+            )
         typer.echo(
             f"{row.id}  {row.prefix}…  {role:<5}  {state:<24}  {limits}  "
             f"{row.created_at:%Y-%m-%d %H:%M}  {row.name}"

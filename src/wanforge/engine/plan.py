@@ -653,7 +653,8 @@ def plan_training(
     job = replace(job, gradient_checkpointing=checkpointing)
     estimate = job.estimate(spec)
     fits = available is None or estimate.total + overhead <= available
-    advice = () if fits or available is None else tuple(fitting_options(spec, job, available, overhead))
+    # the allocator margin comes off what is available, so each option's figure compares with it
+    advice = () if fits or available is None else tuple(fitting_options(spec, job, available - overhead))
     return Plan(
         card=card.name,
         task="train",
@@ -674,4 +675,41 @@ def plan_training(
         advice=advice or (() if fits else ("no memory option, smaller lora_rank, window or area would fit",)),
         rank=request.rank,
         gradient_checkpointing=checkpointing,
+    )
+
+
+def options_from_settings(settings: Any) -> Options:
+    """The plan's options from a worker's ``Settings`` (``WANFORGE_MEMORY_MODE``, ``_FP8``, ...)."""
+    return Options(
+        memory_mode=settings.memory_mode,
+        fp8=settings.fp8,
+        attention=settings.attention_backend,
+        compile=settings.compile,
+        step_cache=settings.step_cache,
+        vae_tiling=settings.vae_tiling,
+    )
+
+
+def training_request_from_settings(
+    settings: Any, *, frames: int | None = None, rank: int = 32
+) -> TrainingRequest:
+    """A training job's request from a worker's ``Settings`` (``WANFORGE_TRAIN_*``); ``frames``
+    replaces the window length (default: ``WANFORGE_TRAIN_FRAMES``, else the A14B profile's 33)."""
+    default = TrainingRequest()
+    height, width = (
+        (int(side) for side in settings.train_area.split("x"))
+        if settings.train_area
+        else (default.height, default.width)
+    )
+    limit = settings.train_memory_limit_gb
+    return TrainingRequest(
+        frames=frames or settings.train_frames or default.frames,
+        height=height,
+        width=width,
+        rank=rank,
+        gradient_checkpointing=settings.train_gradient_checkpointing,
+        fp8_base=settings.train_fp8_base,
+        offload=settings.train_offload == "activations",
+        lora_compute=settings.train_lora_compute,
+        memory_limit_bytes=None if limit is None else int(limit * GIB),
     )

@@ -83,7 +83,11 @@ class Sources:
 
 
 def is_official_layout(path: Path) -> bool:
-    return path.is_dir() and all((path / d).is_dir() for d in OFFICIAL_EXPERT_DIR.values())
+    """A directory with an expert folder of the official layout (and no ``model_index.json``):
+    one folder alone is an incomplete official layout, reported as such."""
+    if not path.is_dir() or (path / "model_index.json").exists():
+        return False
+    return any((path / d).is_dir() for d in OFFICIAL_EXPERT_DIR.values())
 
 
 def handles(path: Path) -> bool:

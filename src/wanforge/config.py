@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     default_max_queued: int = Field(
         default=100, ge=0, description="a key's predictions waiting in the queue (429 above it)"
     )
+    default_storage_quota_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=0,
+        description="bytes a key may store: uploads, inputs, outputs (413/429 above)",
+    )
     retry_after_s: int = Field(
         default=10, ge=1, description="Retry-After when a running job or the queue must drain first"
     )

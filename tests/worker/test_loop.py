@@ -13,7 +13,7 @@ import pytest
 from wanforge.config import Settings
 from wanforge.store import jobs
 from wanforge.store.db import Database
-from wanforge.store.tables import Worker
+from wanforge.store.tables import OutputFile, Worker
 from wanforge.store.workers import host_label, live_workers, mark_process_gone
 from wanforge.vocabulary import ErrorCode, WorkerState
 from wanforge.worker.context import JobContext, TaskError, TaskOutcome, TaskStopped
@@ -51,6 +51,8 @@ def test_outcome_is_stored(settings: Settings, db: Database) -> None:
     row = jobs.get_prediction(db, pid)
     assert row is not None and row.status == "completed" and row.result == {"answer": 42}
     assert loop.storage.read_bytes(row.outputs[0]) == b"data"
+    with db.session() as s:  # its bytes count in its key's storage
+        assert s.get(OutputFile, row.outputs[0]).size == 4  # type: ignore[union-attr]
     assert row.inference_ms is not None and row.progress["stage"] == "working"
     # the job log a client reads names neither the host nor the worker process
     assert row.logs == ["attempt 1 of 3"]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wanforge.store.db import STORE_UNAVAILABLE_ERRORS
+from wanforge.store.storage_quota import OverStorage
 from wanforge.vocabulary import ErrorCode
 
 # what a client is told while the job store is unreachable (a PostgreSQL restart or failover):
@@ -142,3 +143,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(500, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+
+def storage_error(exc: OverStorage) -> ApiError:
+    """A write over the key's storage quota: 413/1401 (this one does not fit; the request as sent
+    can never succeed) or 429/429 (the key is full: it may after deleting)."""
+    return ApiError(exc.status, exc.message, ErrorCode.INVALID_PARAMETER if exc.status == 413 else 429)

@@ -18,7 +18,8 @@ from fastapi import APIRouter, File, Header, Request, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from wanforge.api.deps import AppState, BaseUrlDep, KeyDep, StateDep
-from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
+from wanforge.api.errors import ApiError, ErrorEnvelope, envelope, storage_error
+from wanforge.api.tenancy import storage_quota_for
 from wanforge.api.wire import (
     UploadDoneEnvelope,
     UploadEnvelope,
@@ -30,7 +31,9 @@ from wanforge.media.errors import MediaError, StorageUnavailable, TooLarge
 from wanforge.media.keys import is_scratch_key
 from wanforge.predictions import file_url, iso
 from wanforge.store import retention, uploads
-from wanforge.store.tables import Upload
+from wanforge.store.keys import get_key
+from wanforge.store.storage_quota import OverStorage, check_room, over_room, room_left
+from wanforge.store.tables import ApiKey, Upload
 from wanforge.vocabulary import ErrorCode
 
 router = APIRouter(tags=["media"])
@@ -54,11 +57,15 @@ async def upload_binary(
     """Upload one file as multipart/form-data (field `file`)."""
     filename = file.filename or "upload"
     storage_key = state.storage.new_key("uploads", filename)
+    room = await _room(state, key)
+    limit = state.settings.max_upload_bytes
     try:
         size = await state.storage.write_async_stream(
-            storage_key, _chunks_of(file), max_bytes=state.settings.max_upload_bytes
+            storage_key, _chunks_of(file), max_bytes=limit if room is None else min(limit, room)
         )
     except TooLarge as exc:
+        if room is not None and room < limit:
+            raise storage_error(over_room("this upload", room, _quota(state, key))) from exc
         raise ApiError(413, str(exc), ErrorCode.INVALID_PARAMETER) from exc
     except StorageUnavailable as exc:
         raise _unavailable() from exc
@@ -94,6 +101,11 @@ def create_upload_ticket(
             f"{state.settings.max_upload_bytes} bytes",
             ErrorCode.INVALID_PARAMETER,
         )
+    try:  # a declared size is held for the ticket from now on; an undeclared one is checked at the PUT
+        with state.db.session() as s:
+            check_room(s, key.id, quota=_quota(state, key), adding=body.size or 0, what="this upload")
+    except OverStorage as exc:
+        raise storage_error(exc) from exc
     content_type = _content_type(body.filename, body.content_type)
     storage_key = state.storage.new_key("uploads", body.filename)
     token = secrets.token_urlsafe(32)
@@ -142,11 +154,21 @@ async def put_upload(upload_id: str, token: str, request: Request, state: StateD
 async def _receive_ticketed(row: Upload, request: Request, state: AppState) -> int:
     limit = state.settings.max_upload_bytes
     why = "WANFORGE_MAX_UPLOAD_BYTES sets the limit"
+    room = quota = None
     if row.declared_size is not None and row.declared_size <= limit:
         limit, why = row.declared_size, "the size declared when the upload was created"
+    elif row.api_key_id is not None:  # no size held for it: what the key's quota has left
+        key = await asyncio.to_thread(get_key, state.db, row.api_key_id)
+        if key is not None:
+            quota = storage_quota_for(key, state.settings)
+            room = await _room(state, key)
     try:
-        size = await state.storage.write_async_stream(row.key, request.stream(), max_bytes=limit)
+        size = await state.storage.write_async_stream(
+            row.key, request.stream(), max_bytes=limit if room is None else min(limit, room)
+        )
     except TooLarge as exc:
+        if room is not None and quota is not None and room < limit:
+            raise storage_error(over_room("this upload", room, quota)) from exc
         raise ApiError(413, f"{exc} ({why})", ErrorCode.INVALID_PARAMETER) from exc
     except StorageUnavailable as exc:
         raise _unavailable() from exc
@@ -158,6 +180,18 @@ async def _receive_ticketed(row: Upload, request: Request, state: AppState) -> i
             ErrorCode.INVALID_PARAMETER,
         )
     return size
+
+
+def _quota(state: AppState, key: ApiKey) -> int:
+    return storage_quota_for(key, state.settings)
+
+
+async def _room(state: AppState, key: ApiKey) -> int | None:
+    """The bytes `key` may still store (None: unlimited); 429 when it may store none."""
+    try:
+        return await asyncio.to_thread(room_left, state.db, key.id, _quota(state, key))
+    except OverStorage as exc:
+        raise storage_error(exc) from exc
 
 
 # served inline: media a browser shows as such; anything else is a download, with no sniffing

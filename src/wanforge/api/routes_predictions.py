@@ -13,20 +13,22 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from wanforge.api.deps import BaseUrlDep, KeyDep, StateDep, app_state, base_url, require_key
-from wanforge.api.errors import ApiError, ErrorEnvelope, envelope
+from wanforge.api.deps import AppState, BaseUrlDep, KeyDep, StateDep, app_state, base_url, require_key
+from wanforge.api.errors import ApiError, ErrorEnvelope, envelope, storage_error
 from wanforge.api.guard import INVALID_KEY
-from wanforge.api.tenancy import check_own_files, limits_for, visible_to
+from wanforge.api.inline_inputs import discard, store_inline_inputs
+from wanforge.api.tenancy import check_own_files, limits_for, storage_quota_for, visible_to
 from wanforge.api.wire import DeleteEnvelope, DeleteIn, ListEnvelope, ListIn, WebhookSecretEnvelope
 from wanforge.catalog import MODELS, ULTRA_FAST_HINT, ModelSpec, get_model, served_models
 from wanforge.logs import set_prediction
-from wanforge.media.errors import Refused
+from wanforge.media.errors import Refused, StorageUnavailable
 from wanforge.media.fetch import check_post_url
 from wanforge.predictions import PredictionEnvelope, prediction_out
 from wanforge.store import jobs, retention
 from wanforge.store.db import Database, is_row_id
 from wanforge.store.quotas import KeyRevoked, Limit, OverLimit
-from wanforge.store.tables import ApiKey
+from wanforge.store.storage_quota import InlineUpload, OverStorage
+from wanforge.store.tables import ApiKey, Prediction
 from wanforge.vocabulary import TERMINAL, ErrorCode, Status
 from wanforge.webhooks.secret import webhook_secret
 
@@ -66,6 +68,46 @@ async def wait_until_done(request: Request, db: Database, prediction_id: str, ti
         await asyncio.sleep(min(SYNC_POLL_S, left))
 
 
+def _create(
+    state: AppState,
+    spec: ModelSpec,
+    key: ApiKey,
+    base: str,
+    stored_input: dict[str, Any],
+    webhook: str | None,
+    inline: list[InlineUpload],
+) -> Prediction:
+    """Queue the prediction, admitted under the key's limits and storage quota (the answers
+    over them: docs/api.md#quotas)."""
+    try:
+        return jobs.create_prediction(
+            state.db,
+            model=spec.id,
+            kind=spec.kind.value,
+            input=stored_input,
+            server_base=base,
+            max_attempts=state.settings.max_attempts,
+            api_key_id=key.id,
+            webhook_url=webhook.strip() if webhook else None,
+            limits=limits_for(key, state.settings),
+            now=state.clock(),
+            inline_uploads=inline,
+            storage_quota=storage_quota_for(key, state.settings),
+        )
+    except KeyRevoked as exc:  # revoked since this process checked it (WANFORGE_KEY_CACHE_S)
+        raise ApiError(401, INVALID_KEY, 401) from exc
+    except OverStorage as exc:
+        raise storage_error(exc) from exc
+    except OverLimit as exc:
+        full = exc.limit is Limit.QUEUE
+        raise ApiError(
+            HTTPStatus.SERVICE_UNAVAILABLE if full else HTTPStatus.TOO_MANY_REQUESTS,
+            exc.message,
+            ErrorCode.UNAVAILABLE if full else HTTPStatus.TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from exc
+
+
 def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
     input_model = spec.input_model
 
@@ -91,31 +133,18 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
         own_bases = [base, *([state.settings.public_url] if state.settings.public_url else [])]
         await asyncio.to_thread(check_own_files, state.db, key, stored_input, own_bases)
         try:
-            row = await asyncio.to_thread(
-                jobs.create_prediction,
-                state.db,
-                model=spec.id,
-                kind=spec.kind.value,
-                input=stored_input,
-                server_base=base,
-                max_attempts=state.settings.max_attempts,
-                api_key_id=key.id,
-                webhook_url=webhook.strip() if webhook else None,
-                limits=limits_for(key, state.settings),
-                now=state.clock(),
-            )
-            set_prediction(row.id)
-            log.info("prediction created for model %s", spec.id)
-        except KeyRevoked as exc:  # revoked since this process checked it (WANFORGE_KEY_CACHE_S)
-            raise ApiError(401, INVALID_KEY, 401) from exc
-        except OverLimit as exc:
-            full = exc.limit is Limit.QUEUE
+            inline = await asyncio.to_thread(store_inline_inputs, stored_input, state.storage, base)
+        except StorageUnavailable as exc:
             raise ApiError(
-                HTTPStatus.SERVICE_UNAVAILABLE if full else HTTPStatus.TOO_MANY_REQUESTS,
-                exc.message,
-                ErrorCode.UNAVAILABLE if full else HTTPStatus.TOO_MANY_REQUESTS,
-                headers={"Retry-After": str(exc.retry_after_s)},
+                503, "file storage is unavailable; try again later", ErrorCode.UNAVAILABLE
             ) from exc
+        try:
+            row = await asyncio.to_thread(_create, state, spec, key, base, stored_input, webhook, inline)
+        except BaseException:
+            await asyncio.to_thread(discard, inline, state.storage)  # nothing of a refused one is kept
+            raise
+        set_prediction(row.id)
+        log.info("prediction created for model %s", spec.id)
         if sync:
             timeout_s = state.settings.sync_mode_timeout_s
             outcome = await wait_until_done(request, state.db, row.id, timeout_s)

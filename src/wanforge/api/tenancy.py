@@ -38,6 +38,11 @@ def limits_for(key: ApiKey, settings: Settings) -> Limits:
     )
 
 
+def storage_quota_for(key: ApiKey, settings: Settings) -> int:
+    """The bytes `key` may store (store/storage_quota.py); 0 = unlimited."""
+    return settings.default_storage_quota_bytes if key.storage_quota is None else key.storage_quota
+
+
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
     """(field path, value) of every string in a request body, as messages name fields: `loras.0.path`."""
     if isinstance(value, str):

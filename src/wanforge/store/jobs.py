@@ -11,8 +11,10 @@ the database's clock in tests.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +28,9 @@ from wanforge.store.clock import at
 from wanforge.store.db import Database, is_row_id, utcnow
 from wanforge.store.quotas import Limits, admit
 from wanforge.store.retention import retained
-from wanforge.store.tables import OutputFile, Prediction
+from wanforge.store.storage_quota import InlineUpload, check_room
+from wanforge.store.tables import OutputFile, Prediction, Upload
+from wanforge.store.uploads import UploadState
 from wanforge.vocabulary import TERMINAL, ErrorCode, Status, WebhookState
 
 CANCELLED_MESSAGE = "cancelled by request"
@@ -71,10 +75,15 @@ def create_prediction(
     webhook_url: str | None = None,
     limits: Limits | None = None,
     now: datetime | None = None,
+    inline_uploads: Sequence[InlineUpload] = (),
+    storage_quota: int = 0,
 ) -> Prediction:
     """Queue a new prediction. With `limits` (and a key) it is first admitted under them, in the
-    same transaction: OverLimit when it may not be (see `wanforge.store.quotas`)."""
+    same transaction: OverLimit when it may not be (see `wanforge.store.quotas`); then its input
+    and `inline_uploads` (its large `data:` inputs, already in storage: recorded as uploads of
+    the prediction) must fit the key's `storage_quota`: OverStorage when they do not."""
     now = now or utcnow()
+    input_bytes = len(json.dumps(input))
     row = Prediction(
         id=new_id(),
         model=model,
@@ -97,11 +106,30 @@ def create_prediction(
         webhook_attempts=0,
         webhook_error="",
         lora_ids=input_lora_ids(input) or None,
+        input_bytes=input_bytes,
     )
     with db.session() as s:
         if limits is not None and api_key_id is not None:
             admit(s, api_key_id, limits, now)
+        if storage_quota and api_key_id is not None:
+            adding = input_bytes + sum(u.size for u in inline_uploads)
+            check_room(s, api_key_id, quota=storage_quota, adding=adding, what="this prediction's input")
         s.add(row)
+        for inline in inline_uploads:
+            s.add(
+                Upload(
+                    id=new_id(),
+                    key=inline.key,
+                    filename=inline.filename,
+                    content_type=inline.content_type,
+                    declared_size=inline.size,
+                    size=inline.size,
+                    status=UploadState.COMPLETE,
+                    created_at=now,
+                    api_key_id=api_key_id,
+                    prediction_id=row.id,
+                )
+            )
     return row
 
 
@@ -354,8 +382,9 @@ def complete(
     outputs: list[str],
     result: dict[str, Any],
     inference_ms: int,
+    output_sizes: Mapping[str, int] | None = None,
 ) -> bool:
-    """Record the outputs; False when the job is not this worker's any more or its cancellation
+    """Record the outputs (`output_sizes`: their bytes, counted in the key's storage); False when the job is not this worker's any more or its cancellation
     was asked for meanwhile (then the caller marks it cancelled and drops the outputs), so a
     cancel answered 200 never ends with outputs."""
     with db.session() as s:
@@ -372,7 +401,10 @@ def complete(
         owner = s.scalar(select(Prediction.api_key_id).where(Prediction.id == prediction_id))
         now = utcnow()
         for key in dict.fromkeys(outputs):
-            s.merge(OutputFile(key=key, prediction_id=prediction_id, api_key_id=owner, created_at=now))
+            size = (output_sizes or {}).get(key, 0)
+            s.merge(
+                OutputFile(key=key, prediction_id=prediction_id, api_key_id=owner, created_at=now, size=size)
+            )
         return True
 
 
@@ -491,7 +523,8 @@ def list_predictions(
 
 
 def delete_predictions(db: Database, ids: list[str], visible_to: str | None = ANYONE) -> dict[str, list[str]]:
-    """Delete finished predictions `visible_to` sees: {id: its output storage keys} of those deleted.
+    """Delete finished predictions `visible_to` sees: {id: the storage keys of its outputs and of
+    the uploads made from its inputs} of those deleted, for the caller to delete the files.
 
     Running ones are left alone (the caller cancels them)."""
     deleted: dict[str, list[str]] = {}
@@ -503,6 +536,13 @@ def delete_predictions(db: Database, ids: list[str], visible_to: str | None = AN
                 s.delete(row)
         if deleted:
             s.execute(delete(OutputFile).where(OutputFile.prediction_id.in_(list(deleted))))
+            made = s.execute(
+                select(Upload.prediction_id, Upload.key).where(Upload.prediction_id.in_(list(deleted)))
+            )
+            for made_for, key in made.all():
+                if made_for is not None:
+                    deleted[made_for].append(key)
+            s.execute(delete(Upload).where(Upload.prediction_id.in_(list(deleted))))
     return deleted
 
 

@@ -37,6 +37,7 @@ class KeyOptions:
     expires_at: datetime | None = None
     weight: float = 1.0
     max_queued: int | None = None
+    storage_quota: int | None = None  # bytes; None = WANFORGE_DEFAULT_STORAGE_QUOTA_BYTES, 0 = unlimited
 
     def __post_init__(self) -> None:
         check_weight(self.weight)
@@ -67,6 +68,7 @@ def _insert(db: Database, plaintext: str, name: str, options: KeyOptions) -> Api
         fair_start=0.0,
         fair_finish=0.0,
         max_queued=options.max_queued,
+        storage_quota=options.storage_quota,
     )
     with db.session() as s:
         s.add(row)
@@ -160,6 +162,7 @@ def update_key(
     expires_at: datetime | None = UNCHANGED,
     weight: float = UNCHANGED,
     max_queued: int | None = UNCHANGED,
+    storage_quota: int | None = UNCHANGED,
 ) -> list[ApiKey]:
     """Change the limits, weight or expiry of the one key `id_or_prefix` names; the matches, to
     report. None for a limit means the server's default again, None for `expires_at` never."""
@@ -179,4 +182,6 @@ def update_key(
                 row.weight = weight
             if max_queued is not UNCHANGED:
                 row.max_queued = max_queued
+            if storage_quota is not UNCHANGED:
+                row.storage_quota = storage_quota
     return rows

@@ -50,6 +50,8 @@ class Prediction(Base):
     expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # the LoRAs its input names (store/affinity.py): a worker holding one prefers the job; None = none
     lora_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # the stored input's size as JSON text, counted in its key's storage (store/storage_quota.py)
+    input_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_predictions_webhook", "webhook_state", "webhook_next_at"),
@@ -85,6 +87,8 @@ class ApiKey(Base):
     fair_finish: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # its predictions waiting in the queue at most; None = WANFORGE_DEFAULT_MAX_QUEUED, 0 = unlimited
     max_queued: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # bytes it may store (uploads, inputs, outputs); None = WANFORGE_DEFAULT_STORAGE_QUOTA_BYTES, 0 = unlimited
+    storage_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Upload(Base):
@@ -99,7 +103,9 @@ class Upload(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")  # uploads.UploadState
     put_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # the prediction whose data: input it holds (deleted with it); None = uploaded by a client
+    prediction_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
 class OutputFile(Base):
@@ -109,8 +115,9 @@ class OutputFile(Base):
 
     key: Mapped[str] = mapped_column(String(500), primary_key=True)
     prediction_id: Mapped[str] = mapped_column(String(32), index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # bytes
 
 
 class Worker(Base):

@@ -295,6 +295,7 @@ class WorkerLoop:
         except Exception as exc:
             return self._crashed(row, ctx, exc)
         ctx.progress.flush()
+        sizes = self._sizes(outcome.outputs)
         won = ctx.lease.reason is not StopReason.LEASE_LOST and self._record(
             f"job {row.id}: completion",
             lambda: jobs.complete(
@@ -304,6 +305,7 @@ class WorkerLoop:
                 outputs=outcome.outputs,
                 result={**(row.result or {}), **outcome.result},
                 inference_ms=int((time.monotonic() - started) * 1000),
+                output_sizes=sizes,
             ),
         )
         if won:
@@ -318,6 +320,17 @@ class WorkerLoop:
         return self._record(
             f"job {row.id}: cancellation", lambda: jobs.mark_cancelled(self.db, row.id, self.worker_id)
         )
+
+    def _sizes(self, outputs: list[str]) -> dict[str, int]:
+        """Each output's bytes, counted in its key's storage (store/storage_quota.py); one that
+        cannot be read now counts 0 rather than hold the outcome back."""
+        sizes: dict[str, int] = {}
+        for key in outputs:
+            try:
+                sizes[key] = self.storage.size(key)
+            except Exception:
+                log.warning("output %s: size not read; it counts 0 bytes", key, exc_info=True)
+        return sizes
 
     def _fail(self, row: Prediction, ctx: JobContext, code: ErrorCode, message: str) -> bool:
         ctx.progress.flush()

@@ -353,6 +353,15 @@ class Settings(BaseSettings):
         every `worker_touch_s`, a busy one with each lease heartbeat (every `lease_s / 3`)."""
         return 2 * max(self.lease_s, 3 * self.worker_touch_s)
 
+    @property
+    def own_base_urls(self) -> list[str]:
+        """Where this server's own `/files/` URLs live besides the base a request came by: the
+        public URL, and the address the API listens on (all interfaces: its loopback), which
+        `media.resolve` knows by any spelling, so no Host header makes them someone else's."""
+        listen = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        bound = f"http://{'[' + listen + ']' if ':' in listen else listen}:{self.port}"
+        return [*([self.public_url] if self.public_url else []), bound]
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -143,6 +143,20 @@ def test_another_keys_upload_is_refused_as_not_found(
     _submit(client, two, {**GOOD, "prompt": path})
 
 
+@pytest.mark.parametrize("spelling", ["localhost", "127.1", "0x7f000001", "[::ffff:127.0.0.1]"])
+def test_another_keys_upload_by_another_spelling_of_this_server_is_refused(
+    client: TestClient, keys: dict[str, tuple[dict[str, str], str]], spelling: str
+) -> None:
+    """Whatever the Host a request gives (here a spoofed one), this server's own address in any
+    spelling names its own files: the tenancy check sees them (the worker would fetch them)."""
+    url = _upload(client, keys["one"][0])
+    path = url.removeprefix("http://testserver")
+    given = f"http://{spelling}:8000{path}"  # the server's own port (Settings.port)
+    resp = client.post(I2V, headers={**keys["two"][0], "Host": "evil.example"}, json={**GOOD, "image": given})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["message"] == f"invalid parameter image: upload not found: image points to {path}"
+
+
 def test_another_keys_output_is_refused_as_not_found(
     client: TestClient, db: Database, keys: dict[str, tuple[dict[str, str], str]]
 ) -> None:

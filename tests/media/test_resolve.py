@@ -170,3 +170,26 @@ def test_garbage(storage: LocalStorage, url: str, message: str) -> None:
 def test_non_string(storage: LocalStorage) -> None:
     with pytest.raises(MediaError, match="must be a string, not int"):
         read(42, storage)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "LocalHost.",
+        "127.1",
+        "0x7f000001",
+        "2130706433",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+    ],
+)
+def test_own_urls_are_known_by_any_spelling_of_a_loopback_host(host: str) -> None:
+    """A file uploaded at http://127.0.0.1:8000 is this server's from http://localhost:8000 too."""
+    assert (
+        own_file_key(f"http://{host}:8000/files/uploads/k/x.png", ["http://localhost:8000"])
+        == "uploads/k/x.png"
+    )
+    assert own_file_key(f"http://{host}:8001/files/uploads/k/x.png", ["http://localhost:8000"]) is None
+    assert own_file_key(f"http://{host}:8000/files/uploads/k/x.png", ["http://api.example:8000"]) is None

@@ -130,7 +130,7 @@ def _make_submit(spec: ModelSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
             except Refused as exc:
                 raise ApiError(400, f"invalid parameter webhook: {exc}", ErrorCode.INVALID_PARAMETER) from exc
         stored_input = model_input.model_dump(mode="json", exclude={"enable_sync_mode"})
-        own_bases = [base, *([state.settings.public_url] if state.settings.public_url else [])]
+        own_bases = [base, *state.settings.own_base_urls]
         await asyncio.to_thread(check_own_files, state.db, key, stored_input, own_bases)
         try:
             inline = await asyncio.to_thread(store_inline_inputs, stored_input, state.storage, base)

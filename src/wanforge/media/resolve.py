@@ -15,10 +15,12 @@ Anything else is a :class:`MediaError` that names the problem.
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+from wanforge.media.addresses import literal_address
 from wanforge.media.datauri import is_data_uri, parse_data_uri
 from wanforge.media.errors import MediaError, MediaNotFound
 from wanforge.media.fetch import MAX_BYTES_SETTING, TIMEOUT_SETTING, fetch_to_file, fetch_url
@@ -127,7 +129,8 @@ def own_file_key(url: str, own_base_urls: Sequence[str]) -> str | None:
     """The storage key if ``url`` is one of this server's ``/files/<key>`` URLs, else None.
 
     Matches the bare path ``/files/<key>`` and ``{base}/files/<key>`` for each base URL, with
-    the scheme and host compared case-insensitively and default ports normalised. The query
+    the scheme and host compared case-insensitively, every spelling of an address alike and
+    every loopback host one (see `_host`), and default ports normalised. The query
     and fragment are ignored; the key is percent-decoded but not validated here (storage
     validates every key it is given).
     """
@@ -164,4 +167,22 @@ def _origin(parts: urllib.parse.SplitResult) -> tuple[str, str, int] | None:
         port = parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:  # a port that is not a number
         return None
-    return scheme, parts.hostname.lower(), port
+    return scheme, _host(parts.hostname), port
+
+
+LOOPBACK = "loopback"  # every spelling of this machine's loopback addresses, as one host
+
+
+def _host(hostname: str) -> str:
+    """A host as an origin compares it: every spelling of one address alike (`127.1`,
+    `0x7f000001`, `[::ffff:127.0.0.1]` are 127.0.0.1), the loopback addresses and `localhost`
+    all one (this machine), a name lower-cased without its trailing dot."""
+    name = hostname.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return LOOPBACK
+    address = literal_address(name)
+    if address is None:
+        return name
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return LOOPBACK if address.is_loopback else str(address)

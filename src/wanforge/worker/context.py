@@ -80,9 +80,7 @@ class JobContext:
 
     def own_base_urls(self) -> list[str]:
         own = [self.prediction.server_base] if self.prediction.server_base else []
-        if self.settings.public_url:
-            own.append(self.settings.public_url)
-        return own
+        return [*own, *self.settings.own_base_urls]
 
     def fetch_to_file(
         self,

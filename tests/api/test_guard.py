@@ -76,6 +76,7 @@ def test_chunked_upload_is_refused_as_it_streams(small: TestClient, api_key: str
     assert answer.status == 413 and answer.json()["code"] == 1401, answer.body
     assert answer.json()["message"] == f"request body is over the limit of {limit} bytes"
     assert limit < answer.pulled <= limit + 64 * 1024  # stopped within one chunk of the limit
+    assert answer.headers["connection"] == "close"  # the server reads no more of it: it hangs up
     files = small.app.state.wanforge.storage.root  # type: ignore[attr-defined]
     assert not files.exists() or not any(p.is_file() for p in files.rglob("*"))
 

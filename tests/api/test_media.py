@@ -61,6 +61,7 @@ def test_ticket_put_wrong_token_or_size(client: TestClient, auth: dict[str, str]
     too_big = client.put(url, content=b"0123456789abc")
     assert too_big.status_code == 413 and too_big.json()["code"] == 1401
     assert too_big.json()["message"].endswith("(the size declared when the upload was created)")
+    assert too_big.headers["connection"] == "close"  # the rest of the body is not read
     too_small = client.put(url, content=b"01234")
     assert too_small.status_code == 400 and "declared 10" in too_small.json()["message"]
     assert client.get(_path_of(t["download_url"])).status_code == 404

@@ -116,7 +116,10 @@ def _unreadable_body(exc: StarletteHTTPException) -> str:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        headers = exc.headers
+        if exc.status == 413:  # hang up: the rest of an over-long body is not read (see guard.CLOSE)
+            headers = {**(headers or {}), "Connection": "close"}
+        return error_response(exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -193,6 +194,11 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
+# with a 413 the server hangs up rather than read (and throw away) the rest of the body: uvicorn
+# closes a connection whose response says so (both its h11 and httptools protocols)
+CLOSE = (b"connection", b"close")
+
+
 async def _answer(
     send: Send, status: int, code: int, message: str, extra_headers: dict[str, str] | None = None
 ) -> None:
@@ -201,6 +207,7 @@ async def _answer(
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in (extra_headers or {}).items()),
+        *([CLOSE] if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE else []),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -286,7 +286,7 @@ def test_lora_request_on_quantized_experts(
     """GGUF: peft wraps diffusers' GGUFLinear (the base weight stays Q8_0, dequantized per call)
     and adds the LoRA branch; fp8-scaled: the experts are plain layers after dequantizing. The
     frames follow the same LoRA on the float32 model within the format's bound (measured 0.0053
-    and 0.0146, as without the LoRA), and the base frames come back bit for bit after it."""
+    and 0.020), and the base frames come back bit for bit after it."""
     from diffusers.quantizers.gguf.utils import GGUFLinear
 
     pipe = reference_pipeline()
@@ -317,7 +317,7 @@ def test_lora_request_on_quantized_experts(
     on_full = full.render(with_lora)[0]
     wrapped = quantized.loaded.pipe.transformer.blocks[0].ffn.net[2]
     assert isinstance(wrapped.base_layer, GGUFLinear) == (layout == "gguf")  # peft's layer around it
-    assert np.abs(on_quantized - base).max() > 0.1  # the LoRA changes the video (measured 0.25)
+    assert np.abs(on_quantized - base).max() > 0.1  # the LoRA changes the video (measured 0.24)
     assert np.abs(on_quantized - on_full).max() <= bound
     assert np.array_equal(quantized.render(REQUEST)[0], base)
 

@@ -369,6 +369,11 @@ def load_expert(sources: Sources, role: Role, dtype: torch.dtype) -> WanTransfor
     if is_fp8_scaled(state_dict):
         state_dict = dequantize_fp8_scaled(state_dict, dtype)
     state_dict = _to_diffusers_names(state_dict)
+    # Not from_single_file here (it is used for GGUF, which needs its quantizer): for bf16 it casts
+    # every parameter, where from_pretrained keeps the class's _keep_in_fp32_modules (norms, time
+    # embedder, modulation) in float32, so a single file would not compute as the diffusers
+    # directory does; and it only warns about tensors it did not use. diffusers' converter does
+    # the renaming; the expert is checked, then assigned in from_pretrained's dtypes.
     with init_empty_weights():  # parameters on the meta device; the rotary buffers are computed
         model = cast_as_loaded(WanTransformer3DModel.from_config(config), dtype)
     problem = _expert_problem(state_dict, model)

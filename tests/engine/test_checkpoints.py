@@ -340,3 +340,22 @@ def test_incomplete_official_layout_names_what_is_missing(tmp_path: Path) -> Non
         ModelLoadError, match=r"low_noise_model/ has no \.safetensors files; Wan2\.1_VAE\.pth is missing"
     ):
         load_pipeline(str(root))
+
+
+def test_bf16_experts_have_the_dtypes_and_values_of_the_diffusers_directory(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """As on a GPU: a single file loads in from_pretrained's dtypes (norms, time embedder and
+    modulation kept in float32), with the same values."""
+    from wanforge.engine import checkpoints
+
+    pipe = checkpoints.load(write_model_file(tmp_path / "m.toml", **pieces(files)), torch.bfloat16)
+    reference = WanTransformer3DModel.from_pretrained(
+        files["diffusers"], subfolder="transformer", torch_dtype=torch.bfloat16
+    )
+    ours = dict(pipe.transformer.named_parameters())
+    theirs = dict(reference.named_parameters())
+    assert {k: v.dtype for k, v in ours.items()} == {k: v.dtype for k, v in theirs.items()}
+    assert {v.dtype for v in ours.values()} == {torch.bfloat16, torch.float32}
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert pipe.text_encoder.dtype == torch.bfloat16 and pipe.vae.dtype == torch.float32

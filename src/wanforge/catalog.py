@@ -54,18 +54,25 @@ def check_media_url(value: str) -> str:
     raise ValueError(MEDIA_URL_HINT)
 
 
+_NUMBERS: tuple[object, ...] = (int, float, int | None, float | None)
+
+
 class WireInput(BaseModel):
     """A request body. JSON `true`/`false` is a boolean only: pydantic's lax mode would take it
-    as 1/0 for a number field (a `seed` of `true`), which is never what a client meant. No text
+    as 1/0 for a number field (a `seed` of `true`), and text as a number (`"scale": "1"`), which
+    is never what a client meant: both are refused, naming the field. No text
     may carry a NUL character: PostgreSQL cannot store one, and no prompt, URL or name needs it."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _plain_values(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name is not None else None
+        if isinstance(value, bool) and annotation is not None:
             if annotation is not bool and annotation is not (bool | None):
                 raise ValueError("must not be a boolean")
+        # lax parsing would take "1" for 1: a number sent as text is a client's mistake to name
+        if isinstance(value, str) and annotation in _NUMBERS:
+            raise ValueError("must be a number, not a string")
         texts = value if isinstance(value, list) else [value]
         if any(isinstance(text, str) and "\x00" in text for text in texts):
             raise ValueError("must not contain NUL characters")

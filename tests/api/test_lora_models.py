@@ -100,10 +100,15 @@ def test_defaults(client: TestClient, auth: dict[str, str], db: Database) -> Non
             "invalid parameter loras[0].scale: must not be a boolean",
         ),
         (
+            {"loras": [{"path": "a.safetensors", "scale": "1"}]},
+            1401,
+            "invalid parameter loras[0].scale: must be a number, not a string",
+        ),
+        ({"seed": "7"}, 1401, "invalid parameter seed: must be a number, not a string"),
+        (
             {"loras": [{"path": "a.safetensors", "scale": "strong"}]},
             1401,
-            "invalid parameter loras[0].scale: Input should be a valid number, unable to parse string "
-            "as a number",
+            "invalid parameter loras[0].scale: must be a number, not a string",
         ),
         ({"loras": [{"scale": 1.0}]}, 1400, "missing required parameter: loras[0].path"),
         (

@@ -171,6 +171,16 @@ def test_another_keys_output_is_refused_as_not_found(
         "invalid parameter image: upload not found: image points to /files/outputs/t/v.png"
     )
     _submit(client, one, {**GOOD, "image": url})
+    # a LoRA entry is named as every other message names it
+    lora = client.post(
+        "/api/v3/wavespeed-ai/wan-2.2/i2v-480p-lora",
+        headers=two,
+        json={**GOOD, "high_noise_loras": [{"path": "https://example.com/a.safetensors"}, {"path": url}]},
+    )
+    assert lora.json()["message"] == (
+        "invalid parameter high_noise_loras[1].path: upload not found: "
+        "high_noise_loras[1].path points to /files/outputs/t/v.png"
+    )
 
 
 def test_revocation_holds_from_the_next_request(

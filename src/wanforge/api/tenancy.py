@@ -44,7 +44,7 @@ def storage_quota_for(key: ApiKey, settings: Settings) -> int:
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """(field path, value) of every string in a request body, as messages name fields: `loras.0.path`."""
+    """(field path, value) of every string in a request body, as messages name fields: `loras[0].path`."""
     if isinstance(value, str):
         yield path, value
     elif isinstance(value, dict):
@@ -53,7 +53,7 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
                 yield from _strings(item, f"{path}.{name}" if path else str(name))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _strings(item, f"{path}.{i}")
+            yield from _strings(item, f"{path}[{i}]")
 
 
 def check_own_files(db: Database, key: ApiKey, body: dict[str, Any], own_base_urls: Sequence[str]) -> None:

@@ -191,7 +191,8 @@ def test_bad_compile_options_are_refused(mode: str, rank: int, message: str) -> 
         (
             ("compute", "off", "off", "model_offload"),
             "WANFORGE_FP8=compute keeps both experts on the GPU (at about half their bf16 size); "
-            "WANFORGE_MEMORY_MODE=model_offload cannot be used with it: use gpu, or WANFORGE_FP8=storage",
+            "WANFORGE_MEMORY_MODE=model_offload cannot be used with it: use gpu or text_encoder_offload, "
+            "or WANFORGE_FP8=storage",
         ),
     ],
 )
@@ -201,8 +202,11 @@ def test_option_pairs_that_cannot_run_together_are_refused(args: tuple[str, ...]
     assert str(info.value) == message
 
 
-def test_fp8_compute_places_everything_on_the_gpu() -> None:
-    assert _check_combinations("compute", "regional", "off", None) == "gpu"
+def test_fp8_compute_keeps_a_mode_with_both_experts_resident() -> None:
+    # unset, the memory plan picks gpu or text_encoder_offload for compute (tests/engine/test_plan.py)
+    assert _check_combinations("compute", "regional", "off", None) is None
+    assert _check_combinations("compute", "regional", "off", "gpu") == "gpu"
+    assert _check_combinations("compute", "off", "off", "text_encoder_offload") == "text_encoder_offload"
     assert _check_combinations("storage", "off", "first_block", None) is None
 
 

@@ -17,10 +17,11 @@ from wanforge.engine.generate import Engine, GenerationRequest
 from wanforge.engine.loading import (
     LoadedModel,
     ModelLoadError,
-    choose_memory_mode,
     load_pipeline,
     resolve_device,
 )
+from wanforge.engine.plan import Card, ModelSizes, plan_generation
+from wanforge.engine.plan import Options as PlanOptions
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B
 
 GiB = 1024**3
@@ -144,14 +145,26 @@ def test_cuda_without_cuda_is_refused_before_loading(tmp_path: Path) -> None:
 
 
 def test_memory_mode_is_chosen_from_free_memory() -> None:
-    a14b_bf16 = {"transformer": 28.6e9, "transformer_2": 28.6e9, "text_encoder": 11.4e9, "vae": 0.5e9}
-    sizes = {k: int(v) for k, v in a14b_bf16.items()}
-    assert choose_memory_mode(sizes, free_bytes=139 * GiB) == "gpu"
-    assert choose_memory_mode(sizes, free_bytes=79 * GiB) == "model_offload"
-    assert choose_memory_mode(sizes, free_bytes=44 * GiB) == "model_offload"
-    assert choose_memory_mode(sizes, free_bytes=23 * GiB) == "group_offload"
-    assert choose_memory_mode(sizes, free_bytes=79 * GiB, reserve_bytes=0) == "gpu"
-    assert choose_memory_mode({}, free_bytes=0) == "gpu"
+    """The plan's choice for A14B in bf16 (two 26.7 GiB experts, a 10.6 GiB umT5, the fp32 VAE) at
+    720p, 81 frames, by free memory. 79 GiB (an 80 GB card) was model_offload with the flat 16 GiB
+    reserve; it now keeps both experts and the VAE resident and streams the text encoder."""
+
+    def mode(free_gib: float) -> str:
+        card = Card("card", int(free_gib * GiB), int(free_gib * GiB), (8, 0))
+        return plan_generation(card, ModelSizes.A14B, PlanOptions(), "720p").memory_mode
+
+    assert mode(139) == "gpu"
+    assert mode(79) == "text_encoder_offload"
+    assert mode(44) == "model_offload"
+    assert mode(23) == "group_offload"
+
+
+def test_the_demo_load_carries_its_plan(demo_loaded: LoadedModel) -> None:
+    plan = demo_loaded.plan
+    assert plan is not None
+    assert (plan.memory_mode, plan.fp8, plan.attention) == ("gpu", "off", "native")
+    assert plan.resident == ("transformer", "transformer_2", "text_encoder", "vae")
+    assert plan.frames == 129  # the longest served job
 
 
 def test_resolve_device() -> None:

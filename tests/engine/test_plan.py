@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from wanforge.engine.loading import LoadedModel
 from wanforge.engine.plan import (
     CARDS,
     GIB,
@@ -183,4 +184,29 @@ def test_a_cpu_worker_plans_everything_resident() -> None:
         "off",
         "native",
         "native",
+    )
+
+
+def test_the_worker_tiles_where_its_plan_needs_it(demo_loaded: LoadedModel) -> None:
+    from wanforge.worker.tasks import planned_vae_tiling
+
+    plan = demo_loaded.plan
+    assert plan is not None
+    untiled = replace(demo_loaded, plan=replace(plan, vae_tiled=False))
+    tiled = replace(demo_loaded, plan=replace(plan, vae_tiled=True))
+    assert planned_vae_tiling("auto", untiled) == "auto"
+    assert planned_vae_tiling("auto", tiled) == "on"  # 720p, which auto alone would not tile
+    assert (
+        planned_vae_tiling("off", tiled) == "off"
+    )  # the operator's word stands (the plan says it may not fit)
+    native = replace(tiled, plan=replace(plan, vae_tiled=True, width=1920, height=1088))
+    assert planned_vae_tiling("auto", native) == "auto"  # auto tiles 1080p anyway
+
+
+def test_a_plan_describes_itself_in_one_line() -> None:
+    plan = plan_generation(CARDS["h100-80gb"], A14B, Options(), "720p")
+    assert plan.describe() == (
+        "plan for h100-80gb, 1280x720x81: memory_mode=text_encoder_offload fp8=off attention=_native_cudnn "
+        "training_attention=_native_cudnn compile=off vae_tiled=False resident=transformer,transformer_2,vae; "
+        "predicted peak 71.6 GiB (weights 53.8, activations 17.8) of 77.1 GiB available: fits"
     )

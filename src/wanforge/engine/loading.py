@@ -4,21 +4,32 @@ random weights at a real size (``random:a14b``)."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
 from wanforge.engine import fp8 as fp8_choice
-from wanforge.engine.attention import AttentionBackend, choose_backend, probe, set_backend, training_backend
+from wanforge.engine.attention import (
+    AttentionBackend,
+    Platform,
+    available_backends,
+    choose_backend,
+    probe,
+    set_backend,
+)
 from wanforge.engine.compile import CompileMode, LoraSlots, check_compile, compile_experts, prepare_slots
 from wanforge.engine.fp8 import Fp8Mode, apply_fp8_compute
+from wanforge.engine.plan import MAX_FRAMES, Card, MemoryMode, ModelSizes, Plan, plan_generation
+from wanforge.engine.plan import PREFERENCE as MODE_PREFERENCE
+from wanforge.engine.plan import Options as PlanOptions
 from wanforge.engine.profiles import DEMO, WAN22_I2V_A14B, ModelProfile, Strategy1080p
 from wanforge.engine.speed import (
     DEFAULT_STEP_CACHE_THRESHOLD,
@@ -32,14 +43,12 @@ from wanforge.engine.speed import (
 if TYPE_CHECKING:
     from wanforge.engine.random_model import RandomComponents
 
-MemoryMode = Literal["gpu", "model_offload", "group_offload"]
-MEMORY_MODES: tuple[MemoryMode, ...] = ("gpu", "model_offload", "group_offload")
+# the memory modes, most resident first (engine/plan.py chooses one)
+MEMORY_MODES: tuple[MemoryMode, ...] = MODE_PREFERENCE
 
 DEMO_MODEL = "demo"
 RANDOM_PREFIX = "random:"  # random weights at a named size: engine/random_model.py
 REQUIRED_COMPONENTS = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer", "transformer_2")
-# Room left on the GPU for activations and the VAE decode when choosing a memory mode.
-ACTIVATION_RESERVE_BYTES = 16 * 1024**3
 
 
 class ModelLoadError(Exception):
@@ -64,6 +73,8 @@ class LoadedModel:
     # regional compile of both experts, and their LoRA slots (see engine/compile.py)
     compile: CompileMode = "off"
     lora_slots: LoraSlots | None = None
+    # the memory plan the load applied (engine/plan.py): the worker logs it
+    plan: Plan | None = None
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -115,20 +126,6 @@ def module_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def choose_memory_mode(
-    component_bytes: Mapping[str, int], free_bytes: int, *, reserve_bytes: int = ACTIVATION_RESERVE_BYTES
-) -> MemoryMode:
-    """``"gpu"`` if every component fits at once, ``"model_offload"`` if the largest one does,
-    else ``"group_offload"``; ``reserve_bytes`` is kept free for activations."""
-    if not component_bytes:
-        return "gpu"
-    if sum(component_bytes.values()) + reserve_bytes <= free_bytes:
-        return "gpu"
-    if max(component_bytes.values()) + reserve_bytes <= free_bytes:
-        return "model_offload"
-    return "group_offload"
-
-
 def _pipeline_modules(pipe: WanImageToVideoPipeline) -> dict[str, torch.nn.Module]:
     return {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
 
@@ -136,6 +133,16 @@ def _pipeline_modules(pipe: WanImageToVideoPipeline) -> dict[str, torch.nn.Modul
 def _place(pipe: WanImageToVideoPipeline, device: torch.device, memory_mode: MemoryMode) -> None:
     if memory_mode == "gpu":
         pipe.to(device)
+    elif memory_mode == "text_encoder_offload":
+        # the experts and the VAE resident; the text encoder streamed leaf by leaf from pinned CPU
+        # memory for its one forward per job (diffusers moves the excluded modules to the device)
+        pipe.enable_group_offload(
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="leaf_level",
+            use_stream=True,
+            exclude_modules=["transformer", "transformer_2", "vae"],
+        )
     elif memory_mode == "model_offload":
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -163,12 +170,34 @@ def _check_request(device: torch.device, memory_mode: str | None) -> MemoryMode 
     return memory_mode
 
 
-def _auto_memory_mode(pipe: WanImageToVideoPipeline, device: torch.device) -> MemoryMode:
-    if device.type != "cuda":
-        return "gpu"
-    free_bytes, _total = torch.cuda.mem_get_info(device)
-    sizes = {name: module_bytes(module) for name, module in _pipeline_modules(pipe).items()}
-    return choose_memory_mode(sizes, free_bytes)
+def device_card(device: torch.device, platform: Platform, fp8_platform: fp8_choice.Fp8Platform) -> Card:
+    """This device as the memory plan sees it: its free and total memory now, its compute
+    capability, and the attention backends that passed their trial run."""
+    available = available_backends(platform)
+    libraries = {
+        "cudnn": "_native_cudnn" in available,
+        "flash_attn_3": "_flash_3" in available,
+        "sageattention": "sage" in available,
+        "torchao": fp8_platform.torchao,
+    }
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return Card(
+            torch.cuda.get_device_name(device),
+            total,
+            free,
+            torch.cuda.get_device_capability(device),
+            **libraries,
+        )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Card("cpu", memory, memory, None, **libraries)
+
+
+def plan_load(pipe: WanImageToVideoPipeline, card: Card, options: PlanOptions, profile: ModelProfile) -> Plan:
+    """The memory plan for this pipeline on ``card``, for the largest job the worker serves: its
+    profile's 1080p tier (720p upscaled, or native 1080p) at the longest duration (129 frames)."""
+    resolution = profile.generation_resolution("1080p")
+    return plan_generation(card, ModelSizes.from_pipeline(pipe), options, resolution, MAX_FRAMES)
 
 
 def _load_demo() -> WanImageToVideoPipeline:
@@ -217,6 +246,7 @@ def load_pipeline(
     compile_max_lora_rank: int = 128,
     compile_backend: str = "inductor",
     strategy_1080p: Strategy1080p | None = None,
+    vae_tiling: str = "auto",
 ) -> LoadedModel:
     """Load ``model``: ``"demo"``, the path of a local ``Wan2.2-I2V-A14B-Diffusers`` directory, or
     ``"random:a14b"`` (the real sizes with random weights made on the device; see
@@ -233,14 +263,24 @@ def load_pipeline(
     :mod:`wanforge.engine.speed`. ``compile`` (``"off"`` or ``"regional"``, with the LoRA slot rank
     ``compile_max_lora_rank`` and the ``torch.compile`` ``compile_backend``): see
     :mod:`wanforge.engine.compile`. ``strategy_1080p`` overrides the profile's way to the 1080p
-    tier (``"upscale"`` from 720p, or ``"native"``).
+    tier (``"upscale"`` from 720p, or ``"native"``). ``vae_tiling`` is the setting the engine runs
+    with (the plan counts the decode it makes).
+
+    What ``auto`` and an unset memory mode become is one decision, the memory plan
+    (:func:`wanforge.engine.plan.plan_generation`) for this device and the largest job the worker
+    serves, taken once the components' sizes are known and applied here in one pass; the plan is
+    ``LoadedModel.plan``.
     """
     target = resolve_device(device)
     requested_mode = _check_request(target, memory_mode)
     fp8_requested, cache = check_options(fp8, step_cache, step_cache_threshold)
     compiled = check_compile(compile, compile_max_lora_rank)
-    fp8_mode = fp8_choice.choose_fp8(fp8_requested, fp8_choice.probe(target), compiled=compiled == "regional")
-    requested_mode = _check_combinations(fp8_mode, compiled, cache, requested_mode)
+    fp8_platform = fp8_choice.probe(target)
+    # what cannot run is refused before any weights are read; `auto` is the plan's, after loading
+    fp8_asked = fp8_choice.choose_fp8(fp8_requested, fp8_platform, compiled=compiled == "regional")
+    requested_mode = _check_combinations(
+        fp8_asked if fp8_requested != "auto" else "off", compiled, cache, requested_mode
+    )
     platform = probe(target)  # on a GPU: each candidate backend runs once (attention.trial_run)
     backend = choose_backend(attention, platform)
     random_parts: RandomComponents | None = None
@@ -265,16 +305,21 @@ def load_pipeline(
 
     if strategy_1080p is not None:
         chosen_profile = replace(chosen_profile, strategy_1080p=strategy_1080p)
-    mode = requested_mode or _auto_memory_mode(pipe, target)
+    options = PlanOptions(
+        memory_mode=requested_mode,
+        fp8=fp8_requested,
+        attention=backend,
+        compile=compiled,
+        step_cache=cache,
+        vae_tiling=vae_tiling,
+    )
+    plan = plan_load(pipe, device_card(target, platform, fp8_platform), options, chosen_profile)
+    fp8_mode = plan.fp8
+    mode: MemoryMode = "gpu" if plan.memory_mode == "trainer" else plan.memory_mode  # never "trainer" here
     if random_parts is not None:  # sized on the meta device; made real where the mode keeps them
         from wanforge.engine.random_model import materialize_for_mode
 
         materialize_for_mode(random_parts, target, mode, fp8=fp8_mode)
-    if compiled == "regional" and mode == "group_offload":
-        raise ValueError(
-            "WANFORGE_COMPILE=regional cannot run with group offload (this GPU's free memory chose it): "
-            "set WANFORGE_MEMORY_MODE=model_offload, WANFORGE_FP8=storage, or WANFORGE_COMPILE=off"
-        )
     pipe.register_to_config(boundary_ratio=chosen_profile.boundary_ratio)
     pipe.set_progress_bar_config(disable=True)
     if fp8_mode == "storage":  # before placement: the experts reach the device already in fp8
@@ -286,7 +331,8 @@ def load_pipeline(
         slots = prepare_slots(experts(pipe), max_lora_rank=compile_max_lora_rank, dtype=dtype)
     if fp8_mode == "compute":
         # torchao converts weights where they are (on the GPU): one expert at a time, so the peak is
-        # one bf16 expert beside the converted other, then the rest follows (memory mode gpu)
+        # one bf16 expert beside the converted other (the plan checked it fits), then the rest
+        # follows (memory mode gpu or text_encoder_offload: both experts resident)
         for expert in experts(pipe):
             torch.nn.Module.to(expert, target)
             apply_fp8_compute([expert])
@@ -303,18 +349,19 @@ def load_pipeline(
         memory_mode=mode,
         name=name,
         attention_backend=backend,
-        training_attention_backend=training_backend(backend, platform),
+        training_attention_backend=plan.training_attention,
         fp8=fp8_mode,
         step_cache=cache,
         compile=compiled,
         lora_slots=slots,
+        plan=plan,
     )
 
 
 def _check_combinations(
     fp8: Fp8Mode, compiled: CompileMode, cache: StepCache, memory_mode: MemoryMode | None
 ) -> MemoryMode | None:
-    """Refuse option pairs that cannot run together; FP8 compute keeps everything on the GPU."""
+    """Refuse option pairs that cannot run together; FP8 compute keeps both experts on the GPU."""
     if compiled == "regional" and memory_mode == "group_offload":
         raise ValueError(
             "WANFORGE_COMPILE=regional cannot run with WANFORGE_MEMORY_MODE=group_offload (its per-layer "
@@ -331,13 +378,12 @@ def _check_combinations(
             "WANFORGE_COMPILE=regional cannot run with WANFORGE_FP8=storage (its per-layer casting hooks "
             "cannot be compiled); use WANFORGE_FP8=compute (sm89+) or off"
         )
-    if fp8 == "compute":
-        if memory_mode not in (None, "gpu"):
-            raise ValueError(
-                f"WANFORGE_FP8=compute keeps both experts on the GPU (at about half their bf16 size); "
-                f"WANFORGE_MEMORY_MODE={memory_mode} cannot be used with it: use gpu, or WANFORGE_FP8=storage"
-            )
-        return "gpu"
+    if fp8 == "compute" and memory_mode not in (None, "gpu", "text_encoder_offload"):
+        raise ValueError(
+            f"WANFORGE_FP8=compute keeps both experts on the GPU (at about half their bf16 size); "
+            f"WANFORGE_MEMORY_MODE={memory_mode} cannot be used with it: use gpu or text_encoder_offload, "
+            "or WANFORGE_FP8=storage"
+        )
     return memory_mode
 
 
@@ -345,14 +391,19 @@ def _check_combinations(
 def exclusive_placement(loaded: LoadedModel) -> Iterator[None]:
     """Lift the memory mode's offload hooks while a caller moves modules itself (LoRA training).
 
-    ``gpu`` needs nothing. ``model_offload`` drops accelerate's hooks, parks every module on the
-    CPU (the trainer moves the active expert to the device), and re-installs the hooks after.
-    ``group_offload`` hooks cannot be lifted safely, so it is refused with a clear message.
+    ``gpu`` needs nothing. ``text_encoder_offload`` needs nothing either: the experts and the VAE
+    are plain resident modules the trainer moves itself, and the text encoder's group-offload hooks
+    load their pinned CPU copies for each forward and put them back after, whatever device its
+    ``.to()`` moved it to (the latent cache moves it to the device and back). ``model_offload``
+    drops accelerate's hooks, parks every module on the CPU (the trainer moves the active expert to
+    the device), and re-installs the hooks after. ``group_offload`` hooks on the experts cannot be
+    lifted safely, so it is refused with a clear message.
     """
     pipe = loaded.pipe
     if loaded.memory_mode == "group_offload":
         raise ModelLoadError(
-            "LoRA training needs WANFORGE_MEMORY_MODE=gpu or model_offload; this worker runs group_offload"
+            "LoRA training needs WANFORGE_MEMORY_MODE=gpu, text_encoder_offload or model_offload; this worker "
+            "runs group_offload"
         )
     if loaded.memory_mode != "model_offload":
         yield

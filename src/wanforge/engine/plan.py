@@ -264,7 +264,7 @@ class Plan:
             f"plan for {self.card}, {what}: memory_mode={self.memory_mode} fp8={self.fp8} "
             f"attention={self.attention} training_attention={self.training_attention} "
             f"compile={self.compile} vae_tiled={self.vae_tiled} resident={','.join(self.resident) or 'none'}; "
-            f"simulated peak {self.peak_bytes / GIB:.1f} GiB (weights {self.weights_bytes / GIB:.1f}, "
+            f"predicted peak {self.peak_bytes / GIB:.1f} GiB (weights {self.weights_bytes / GIB:.1f}, "
             f"activations {self.activation_bytes / GIB:.1f}) of {self.available_bytes / GIB:.1f} GiB "
             f"available: {'fits' if self.fits else 'does not fit'}"
         )
@@ -423,8 +423,8 @@ def plan_generation(
     if fp8 == "compute" and not modes:
         raise ValueError(
             f"WANFORGE_FP8=compute keeps both experts on the GPU (at about half their bf16 size); "
-            f"WANFORGE_MEMORY_MODE={options.memory_mode} cannot be used with it: use gpu or "
-            "text_encoder_offload, or WANFORGE_FP8=storage"
+            f"WANFORGE_MEMORY_MODE={options.memory_mode} cannot be used with it: use gpu or text_encoder_offload, "
+            "or WANFORGE_FP8=storage"
         )
     loads = fp8 != "compute" or _fp8_compute_loads(card, sizes)
     if not loads:
@@ -512,9 +512,12 @@ _TIER: dict[MemoryMode, int] = {"gpu": 0, "text_encoder_offload": 0, "model_offl
 def _choose_compile(options: Options, fp8: Fp8Mode, mode: MemoryMode) -> CompileMode:
     if options.compile == "regional":
         if mode == "group_offload":
+            chosen = "WANFORGE_MEMORY_MODE=group_offload" if options.memory_mode else "group offload"
+            why = "" if options.memory_mode else " (this GPU's free memory chose it)"
             raise ValueError(
-                "WANFORGE_COMPILE=regional cannot run with group offload (its per-layer hooks break the "
-                "compiled blocks' graphs): set WANFORGE_MEMORY_MODE to another mode, or WANFORGE_COMPILE=off"
+                f"WANFORGE_COMPILE=regional cannot run with {chosen}{why}: its per-layer hooks break the "
+                "compiled blocks' graphs; set WANFORGE_MEMORY_MODE=model_offload, WANFORGE_FP8=compute "
+                "(sm89+), or WANFORGE_COMPILE=off"
             )
         if fp8 == "storage":
             raise ValueError(
@@ -529,18 +532,17 @@ def _choose_compile(options: Options, fp8: Fp8Mode, mode: MemoryMode) -> Compile
 
 
 def _cpu_plan(card: Card, sizes: ModelSizes, options: Options, width: int, height: int, frames: int) -> Plan:
+    """Everything resident on the CPU: no memory mode, no fp8 unless asked for (the loader has
+    refused what the CPU cannot run before this), native attention."""
     if options.memory_mode not in (None, "gpu"):
         raise ValueError(f"memory_mode {options.memory_mode!r} needs a CUDA device")
-    if options.fp8 == "compute":
-        raise ValueError("WANFORGE_FP8=compute needs a CUDA GPU of compute capability 8.9 or newer")
-    layout = _layouts(sizes, "storage" if options.fp8 == "storage" else "off", width, height, frames, False)[
-        "gpu"
-    ]
+    fp8: Fp8Mode = "storage" if options.fp8 == "storage" else "compute" if options.fp8 == "compute" else "off"
+    layout = _layouts(sizes, fp8, width, height, frames, False)["gpu"]
     return Plan(
         card=card.name,
         task="generate",
         memory_mode="gpu",
-        fp8="storage" if options.fp8 == "storage" else "off",
+        fp8=fp8,
         attention="native",
         training_attention="native",
         compile="regional" if options.compile == "regional" else "off",

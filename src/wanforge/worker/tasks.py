@@ -10,6 +10,7 @@ from wanforge.engine.adapters import held_files
 from wanforge.engine.generate import Engine
 from wanforge.engine.loading import LoadedModel, load_pipeline
 from wanforge.engine.upscale import LearnedUpscaler, load_upscaler
+from wanforge.engine.vae import check_tiling, wants_tiling
 from wanforge.engine.warmup import warm_up
 from wanforge.safety.checker import build_checker
 from wanforge.store.workers import attention_detail
@@ -43,7 +44,22 @@ def load_model(settings: Settings) -> LoadedModel:
         compile_max_lora_rank=settings.compile_max_lora_rank,
         compile_backend=settings.compile_backend,
         strategy_1080p=settings.strategy_1080p,
+        vae_tiling=settings.vae_tiling,
     )
+
+
+def planned_vae_tiling(setting: str, loaded: LoadedModel) -> str:
+    """``WANFORGE_VAE_TILING``, or ``on`` where the memory plan found that the untiled decode of
+    the largest served size does not fit beside the resident weights (``auto`` would not tile it)."""
+    plan = loaded.plan
+    if (
+        setting == "auto"
+        and plan is not None
+        and plan.vae_tiled
+        and not wants_tiling("auto", plan.width, plan.height)
+    ):
+        return "on"
+    return setting
 
 
 def speed_detail(loaded: LoadedModel) -> str:
@@ -62,12 +78,19 @@ def build_engine(settings: Settings) -> Engine:
         if sr_model is not None
         else None
     )
-    return Engine(loaded, vae_tiling=settings.vae_tiling, upscaler=upscaler)
+    tiling = planned_vae_tiling(settings.vae_tiling, loaded)
+    return Engine(loaded, vae_tiling=check_tiling(tiling), upscaler=upscaler)
 
 
 def build_tasks(settings: Settings) -> TaskTable:
     engine = build_engine(settings)
     loaded = engine.loaded
+    if loaded.plan is not None:
+        log.info("memory %s", loaded.plan.describe())
+        for line in (*loaded.plan.notes, *loaded.plan.advice):
+            log.info("memory plan: %s", line)
+        if not loaded.plan.fits:
+            log.warning("memory plan: the largest served job may not fit on this GPU (above)")
     if loaded.compile == "regional" and settings.compile_warmup:
         # before the first claim: no request pays for compiling the served shapes
         seconds = warm_up(loaded, settings.compile_warmup.split(","))

@@ -67,9 +67,8 @@ class WireInput(BaseModel):
     @classmethod
     def _plain_values(cls, value: object, info: ValidationInfo) -> object:
         annotation = cls.model_fields[info.field_name].annotation if info.field_name is not None else None
-        if isinstance(value, bool) and annotation is not None:
-            if annotation is not bool and annotation is not (bool | None):
-                raise ValueError("must not be a boolean")
+        if isinstance(value, bool) and annotation is not None and annotation not in (bool, bool | None):
+            raise ValueError("must not be a boolean")
         # lax parsing would take "1" for 1: a number sent as text is a client's mistake to name
         if isinstance(value, str) and annotation in _NUMBERS:
             raise ValueError("must be a number, not a string")

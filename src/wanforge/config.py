@@ -173,7 +173,10 @@ class Settings(BaseSettings):
 
     # engine
     device: str | None = None
-    memory_mode: str | None = Field(default=None, description="gpu | model_offload | group_offload")
+    memory_mode: str | None = Field(
+        default=None,
+        description="gpu | text_encoder_offload | model_offload | group_offload (unset: the memory plan's)",
+    )
 
     # content safety (docs/safety.md): a detector checks sampled frames of every output video
     content_checker: Literal["opennsfw", "none"] = Field(

@@ -2,13 +2,16 @@
 
 ``WANFORGE_VAE_TILING`` picks it per worker: ``"on"``, ``"off"``, or ``"auto"``, which tiles only
 when the pipeline decodes more pixels per frame than :data:`AUTO_TILING_AREA` (the 720p area).
-Wan 2.2 A14B is trained and decoded at 480p and 720p, and the worker's 16 GiB activation
-reserve (``loading.ACTIVATION_RESERVE_BYTES``) is sized for 720p; native 1080p (1920x1088,
-2,088,960 pixels) decodes 2.27x the pixels, and the untiled decoder's activations grow with them.
-1080p made at 720p and upscaled (the default strategy) decodes at 720p, untiled.
+Wan 2.2 A14B is trained and decoded at 480p and 720p; native 1080p (1920x1088, 2,088,960 pixels)
+decodes 2.27x the pixels, and the untiled decoder's activations grow with them (simulated, float32,
+81 frames: 7.6 GiB at 480p, 17.5 GiB at 720p, 39.8 GiB at native 1080p; tiled 3.9 and 8.9 GiB:
+docs/engine.md). 1080p made at 720p and upscaled (the default strategy) decodes at 720p, untiled,
+unless the worker's memory plan (engine/plan.py) finds that the untiled 720p decode does not fit
+beside the resident weights: the worker then runs with ``on``.
 
 diffusers' flag is read by both ``encode`` and ``decode``, so while it is on the image condition
-is encoded in tiles too (that encode is of the same full-size video and needs as much memory).
+is encoded in tiles too (untiled, that encode of the full-size video needs less than the decode:
+simulated 5.3 GiB at 480p, 12.1 GiB at 720p).
 Slicing (``enable_slicing``) splits the *batch*; a request here is one video (batch 1), so it
 would do nothing, and the Wan VAE already decodes one latent frame at a time with its causal
 cache, so there is no temporal slicing to add.

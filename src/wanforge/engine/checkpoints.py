@@ -286,8 +286,9 @@ def _role_of(texts: list[str]) -> Role | None:
 
 
 def _check_role(role: Role, paths: tuple[Path, ...], metadata: Mapping[str, str]) -> None:
-    names = [p.name for p in paths] + [p.parent.name for p in paths]
-    said = _role_of(names + [str(v) for v in metadata.values()])
+    # the file names, not their folders (a folder may hold both experts; the official layout's
+    # folders decide the role themselves)
+    said = _role_of([p.name for p in paths] + [str(v) for v in metadata.values()])
     if said is not None and said != role:
         raise ModelLoadError(
             f"{role}: {paths[0].name} is the {said.replace('_', '-')} expert by its name or metadata "

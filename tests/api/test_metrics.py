@@ -97,6 +97,8 @@ def test_metrics_after_a_few_jobs(scraped: tuple[str, list[str]]) -> None:
     # the queue and the jobs by status, from the store
     assert _value(samples, "wanforge_queue_depth", model=MODEL) == 1
     assert _value(samples, "wanforge_queue_depth", model="alibaba/wan-2.2/i2v-plus-720p") == 0
+    # the ultra-fast models are not served here (no distill LoRAs): not listed either
+    assert "ultra-fast" not in text
     assert _value(samples, "wanforge_jobs", model=MODEL, status="completed") == 2
     assert _value(samples, "wanforge_jobs", model=MODEL, status="failed") == 1
     assert _value(samples, "wanforge_jobs", model=MODEL, status="created") == 1

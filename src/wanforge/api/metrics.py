@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from wanforge.catalog import MODELS
+from wanforge.catalog import served_models
 from wanforge.config import Settings
 from wanforge.store import metrics
 from wanforge.store.db import Database
@@ -73,7 +73,8 @@ class StoreCollector(Collector):
         queue = GaugeMetricFamily(
             "wanforge_queue_depth", "Predictions waiting for a worker, by model", labels=["model"]
         )
-        depth = {model: 0 for model in MODELS} | {model: int(n) for model, n in waiting}
+        # every model this server offers (the ultra-fast ones only when configured), at 0 when idle
+        depth = {model: 0 for model in served_models(self.settings)} | {model: int(n) for model, n in waiting}
         for model, n in sorted(depth.items()):
             queue.add_metric([model], n)
         yield queue

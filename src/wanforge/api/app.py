@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from wanforge import __version__
-from wanforge.api import routes_health, routes_media, routes_metrics, routes_predictions
+from wanforge.api import routes_docs, routes_health, routes_media, routes_metrics, routes_predictions
 from wanforge.api.deps import AppState
 from wanforge.api.errors import ERROR_RESPONSES, install_handlers
 from wanforge.api.guard import ApiGuard
@@ -64,6 +64,8 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # routes_docs serves /docs and /redoc with a Content-Security-Policy
+        redoc_url=None,
         title="wanforge",
         version=__version__,
         description="Self-hosted Wan 2.2 image-to-video and I2V LoRA training, "
@@ -89,6 +91,7 @@ def create_app(
         keys=KeyCache(settings.key_cache_s),
     )
     app.include_router(routes_health.router)
+    app.include_router(routes_docs.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_media.router, responses=ERROR_RESPONSES)
     if settings.ultra_fast_configured:  # the distill LoRAs are set: serve the ultra-fast models

@@ -209,3 +209,23 @@ def test_good_range_is_206(client: TestClient, auth: dict[str, str]) -> None:
     assert got.status_code == 206 and got.content == b"234"
     assert got.headers["content-range"] == "bytes 2-4/10"
     assert got.headers["x-content-type-options"] == "nosniff"
+
+
+def test_two_files_in_one_upload_are_refused(client: TestClient, auth: dict[str, str]) -> None:
+    files = [("file", ("a.png", b"first")), ("file", ("b.png", b"second"))]
+    refused = client.post("/api/v3/media/upload/binary", headers=auth, files=files)
+    assert refused.status_code == 400 and refused.json() == {
+        "code": 1401,
+        "message": "invalid parameter file: one file per upload, got 2",
+        "data": None,
+    }
+
+
+def test_head_of_a_file_answers_its_headers(client: TestClient, auth: dict[str, str]) -> None:
+    url = client.post(
+        "/api/v3/media/upload/binary", headers=auth, files={"file": ("a.png", b"12345")}
+    ).json()["data"]["download_url"]
+    head = client.head(_path_of(url))
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == "5" and head.headers["content-type"] == "image/png"
+    assert client.head("/files/uploads/none/x.png").status_code == 404

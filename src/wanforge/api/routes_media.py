@@ -52,9 +52,13 @@ async def _chunks_of(file: UploadFile) -> AsyncIterator[bytes]:
 
 @router.post("/api/v3/media/upload/binary", response_model=None, responses={200: {"model": UploadEnvelope}})
 async def upload_binary(
-    state: StateDep, key: KeyDep, base: BaseUrlDep, file: UploadFile = File(...)
+    request: Request, state: StateDep, key: KeyDep, base: BaseUrlDep, file: UploadFile = File(...)
 ) -> dict[str, Any]:
     """Upload one file as multipart/form-data (field `file`)."""
+    if (parts := len((await request.form()).getlist("file"))) > 1:  # the form FastAPI already read
+        raise ApiError(
+            400, f"invalid parameter file: one file per upload, got {parts}", ErrorCode.INVALID_PARAMETER
+        )
     filename = file.filename or "upload"
     storage_key = state.storage.new_key("uploads", filename)
     room = await _room(state, key)
@@ -253,6 +257,7 @@ FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+@router.head("/files/{key:path}", include_in_schema=False)  # the headers of the GET, no body
 @router.get("/files/{key:path}", tags=["files"], response_class=FileResponse, responses=FILE_RESPONSES)
 def get_file(
     key: str,

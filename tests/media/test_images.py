@@ -139,6 +139,18 @@ def test_pixel_limit() -> None:
     )
 
 
+def test_a_sliver_is_refused_before_decoding() -> None:
+    """A 1x40,000,000 PNG is within the pixel limit but is no picture to animate (and decodes to
+    120 MB from a thousand bytes): sides more than 16 times apart are refused from the header."""
+    assert decode(encode(Image.new("RGB", (160, 10)), "PNG"), max_pixels=10**6).size == (160, 10)
+    for width, height in ((1, 40_000_000), (161, 10)):
+        with pytest.raises(MediaError) as info:
+            decode_image(png_claiming(width, height), max_pixels=40_000_000, label="input 'image'")
+        assert str(info.value) == (
+            f"input 'image' is {width}x{height}: its sides may differ at most 16 times (16:1)"
+        )
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG declaring ``width`` x ``height`` whose pixel data stops after a few bytes."""
 

@@ -58,6 +58,8 @@ _PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC
 _strict_lock = threading.Lock()
 
 MAX_PIXELS_SETTING = "WANFORGE_MAX_IMAGE_PIXELS"
+# the longer side at most this many times the shorter: a video is made at the image's aspect ratio
+MAX_ASPECT = 16
 BACKGROUND = (255, 255, 255)
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -119,6 +121,10 @@ def _check_pixels(img: Image.Image, max_pixels: int, label: str) -> None:
     width, height = img.size
     if width <= 0 or height <= 0:
         raise MediaError(f"{label} is not a readable image: it has size {width}x{height}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise MediaError(
+            f"{label} is {width}x{height}: its sides may differ at most {MAX_ASPECT} times ({MAX_ASPECT}:1)"
+        )
     if width * height > max_pixels:
         raise MediaError(
             f"{label} is {width}x{height} = {width * height} pixels, over the limit of "

@@ -94,3 +94,27 @@ def test_a_write_past_the_quota_is_refused_naming_it(db: Database) -> None:
         "storage quota reached: this key stores 1000 bytes, its quota is 1000 bytes; "
         "delete predictions to free space"
     )
+
+
+def test_an_inputs_upload_lives_as_long_as_its_prediction_keeps_its_files(db: Database) -> None:
+    """The retention sweep leaves a prediction's input upload to the prediction: kept while it
+    waits or runs (however long), removed with its outputs when they expire."""
+    key = create_key(db, "a")[1].id
+    t0 = datetime(2026, 1, 1)
+    job = jobs.create_prediction(
+        db,
+        model="m",
+        kind="generate",
+        input={"image": "http://h/files/uploads/x/input.png", "prompt": "p"},
+        server_base="http://h",
+        max_attempts=3,
+        api_key_id=key,
+        now=t0,
+        inline_uploads=[InlineUpload("uploads/x/input.png", "input.png", "image/png", 700)],
+    ).id
+    later = t0 + timedelta(days=400)
+    assert retention.expired_uploads(db, later) == []  # it waits: its input stays
+    assert jobs.claim_next(db, "w", 30, ("generate",)) is not None
+    assert jobs.complete(db, job, "w", outputs=["outputs/t/v.mp4"], result={}, inference_ms=1)
+    assert retention.claim_prediction(db, job, later, later) == ["outputs/t/v.mp4", "uploads/x/input.png"]
+    assert _used(db, key) == jobs.get_prediction(db, job).input_bytes  # type: ignore[union-attr]

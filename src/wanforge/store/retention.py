@@ -49,8 +49,9 @@ def expired_predictions(db: Database, before: datetime, limit: int = 100) -> lis
 
 
 def claim_prediction(db: Database, prediction_id: str, before: datetime, now: datetime) -> list[str] | None:
-    """Mark the prediction expired at `now`; its output storage keys for the one caller that did,
-    None for every other (another sweeper was first, or it no longer qualifies)."""
+    """Mark the prediction expired at `now`; the storage keys of its outputs and of the uploads
+    made from its inputs (their rows deleted) for the one caller that did, None for every other
+    (another sweeper was first, or it no longer qualifies)."""
     with db.session() as s:
         won = s.execute(
             update(Prediction)
@@ -59,15 +60,22 @@ def claim_prediction(db: Database, prediction_id: str, before: datetime, now: da
         ).rowcount  # type: ignore[attr-defined]
         if won != 1:
             return None
-        return list(s.scalar(select(Prediction.outputs).where(Prediction.id == prediction_id)) or [])
+        outputs = list(s.scalar(select(Prediction.outputs).where(Prediction.id == prediction_id)) or [])
+        inputs = list(s.scalars(select(Upload.key).where(Upload.prediction_id == prediction_id)))
+        s.execute(delete(Upload).where(Upload.prediction_id == prediction_id))
+        return outputs + inputs
 
 
 def expired_uploads(db: Database, before: datetime, limit: int = 100) -> list[str]:
-    """Ids of uploads (in any state: a ticket never used expires too) made before `before`."""
+    """Ids of uploads (in any state: a ticket never used expires too) made before `before`; not
+    those made from a prediction's input, which go with the prediction's files."""
     with db.session() as s:
         return list(
             s.scalars(
-                select(Upload.id).where(Upload.created_at < before).order_by(Upload.created_at).limit(limit)
+                select(Upload.id)
+                .where(Upload.created_at < before, Upload.prediction_id.is_(None))
+                .order_by(Upload.created_at)
+                .limit(limit)
             )
         )
 

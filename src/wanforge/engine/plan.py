@@ -357,9 +357,9 @@ def _layouts(
             2 * expert + sizes.vae_bytes,
             max(forward, vae_work, stream),
         ),
-        # one model at a time: the peak is the largest of its phases
+        # one model at a time: the peak is the largest of its phases (that model's weights and work)
         "model_offload": _Layout(
-            "model_offload", (), 0, max(expert + forward, sizes.vae_bytes + vae_work, text)
+            "model_offload", (), *max((expert, forward), (sizes.vae_bytes, vae_work), (text, 0), key=sum)
         ),
         "group_offload": _Layout(
             "group_offload",

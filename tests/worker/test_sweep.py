@@ -71,3 +71,27 @@ def test_starting_worker_removes_the_scratch_of_ended_jobs_only(settings: Settin
     assert [storage.exists(k) for k in swept] == [False] * len(swept)
     assert sorted(storage.list_keys("jobs")) == sorted(kept)
     assert storage.exists(output)
+
+
+def test_starting_worker_removes_outputs_no_prediction_recorded(settings: Settings, db: Database) -> None:
+    """A worker killed between storing an output and recording the outcome leaves a file no
+    prediction names: removed once older than WANFORGE_STALE_TMP_S; a recorded output, or one
+    just written (its job may be recording it now), is kept."""
+    storage = LocalStorage(settings.storage_dir)
+    orphan, fresh, recorded = (
+        storage.new_key("outputs", f"{n}.mp4") for n in ("orphan", "fresh", "recorded")
+    )
+    for key in (orphan, fresh, recorded):
+        storage.put_bytes(key, b"video")
+    pid = jobs.create_prediction(db, model="m", kind="generate", input={}, server_base="", max_attempts=1).id
+    assert jobs.claim_next(db, "w", 30, ("generate",)) is not None
+    assert jobs.complete(db, pid, "w", outputs=[recorded], result={}, inference_ms=1)
+    old = time.time() - settings.stale_tmp_s - 1
+    for key in (orphan, recorded):
+        os.utime(storage.path(key), (old, old))
+
+    loop = WorkerLoop(settings, db, loader=lambda _s: {})
+    loop.shutdown.set()
+    loop.run_forever()
+    assert not storage.exists(orphan)
+    assert storage.exists(fresh) and storage.exists(recorded)

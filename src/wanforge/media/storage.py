@@ -50,6 +50,10 @@ class Storage(Protocol):
 
     def size(self, key: str) -> int: ...
 
+    def modified_at(self, key: str) -> float:
+        """When ``key`` was last written (unix seconds); missing -> MediaNotFound."""
+        ...
+
     def delete(self, key: str) -> bool: ...
 
     def copy_to(self, key: str, dest: Path) -> int: ...
@@ -201,6 +205,13 @@ class LocalStorage:
         if not target.is_file():
             raise MediaNotFound(f"storage key {key!r} does not exist", key)
         return target.stat().st_size
+
+    def modified_at(self, key: str) -> float:
+        """When ``key`` was last written (unix seconds); missing -> MediaNotFound."""
+        target = self.path(key)
+        if not target.is_file():
+            raise MediaNotFound(f"storage key {key!r} does not exist", key)
+        return target.stat().st_mtime
 
     def copy_to(self, key: str, dest: Path) -> int:
         """Copy the content of ``key`` to the local file ``dest``; return its size."""

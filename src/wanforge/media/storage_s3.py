@@ -205,6 +205,13 @@ class S3Storage:
             raise MediaNotFound(f"storage key {key!r} does not exist", key)
         return int(head["ContentLength"])
 
+    def modified_at(self, key: str) -> float:
+        """When ``key`` was last written (unix seconds); missing -> MediaNotFound."""
+        head = self._head(key)
+        if head is None:
+            raise MediaNotFound(f"storage key {key!r} does not exist", key)
+        return float(head["LastModified"].timestamp())
+
     def copy_to(self, key: str, dest: Path) -> int:
         """Download ``key`` to the local file ``dest``; return its size."""
         name = self._name(key)

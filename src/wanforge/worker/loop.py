@@ -26,7 +26,7 @@ from wanforge.worker.affinity import HeldLoras
 from wanforge.worker.context import JobContext, Task, TaskError, TaskStopped
 from wanforge.worker.gpu import gpu_memory
 from wanforge.worker.lease import Lease, StopReason
-from wanforge.worker.orphans import sweep_orphaned_scratch
+from wanforge.worker.orphans import sweep_orphaned_outputs, sweep_orphaned_scratch
 from wanforge.worker.progress import ProgressReporter
 from wanforge.worker.retry import TRANSIENT_STORE_ERRORS, StoreUnavailable, retry_store
 from wanforge.worker.scrub import is_storage_error, scrub_paths, storage_problem
@@ -151,6 +151,13 @@ class WorkerLoop:
             return
         if removed:
             log.info("worker %s: removed %d unfinished write(s) from storage", self.worker_id, removed)
+        try:
+            removed = sweep_orphaned_outputs(self.db, self.storage, self.settings.stale_tmp_s, time.time())
+        except Exception:  # storage or store unavailable: the next start tries again
+            log.warning("worker %s: sweep of unrecorded outputs failed", self.worker_id, exc_info=True)
+        else:
+            if removed:
+                log.info("worker %s: removed %d output(s) no prediction recorded", self.worker_id, removed)
         try:
             removed = sweep_orphaned_scratch(self.db, self.storage)
         except Exception:  # storage or store unavailable: the next start tries again

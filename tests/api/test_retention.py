@@ -244,3 +244,25 @@ def test_the_server_sweeps_in_the_background(
             threading.Event().wait(0.05)
     assert done.is_set()
     assert not LocalStorage(settings.storage_dir).exists(key)
+
+
+def test_the_sweeper_removes_what_killed_writers_left_without_a_worker_start(
+    settings: Settings, db: Database
+) -> None:
+    """Unfinished writes and outputs no prediction recorded, older than WANFORGE_STALE_TMP_S,
+    go with each sweep of the API process (retention on or off); fresh ones stay."""
+    import os
+    import time
+
+    settings.retention_days = 0  # the storage sweep does not depend on retention
+    storage = LocalStorage(settings.storage_dir)
+    orphan, fresh = storage.new_key("outputs", "a.mp4"), storage.new_key("outputs", "b.mp4")
+    for key in (orphan, fresh):
+        storage.put_bytes(key, b"video")
+    tmp = storage.path(fresh).parent / ".b.mp4.0123456789ab.tmp"
+    tmp.write_bytes(b"partial")
+    old = time.time() - settings.stale_tmp_s - 1
+    for path in (storage.path(orphan), tmp):
+        os.utime(path, (old, old))
+    assert RetentionSweeper(db, storage, settings).sweep_storage() == 2
+    assert not storage.exists(orphan) and not tmp.exists() and storage.exists(fresh)

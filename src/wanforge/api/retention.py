@@ -1,4 +1,5 @@
 """The retention sweep: a background task of each API process (beside the webhook sender).
+It also removes, each time, what writers killed mid-job left in storage (`sweep_storage`).
 
 Every `WANFORGE_RETENTION_SWEEP_S` it deletes the output files of predictions that ended more
 than `WANFORGE_RETENTION_DAYS` ago (the prediction stays, with `expired_at`; its output URLs
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +24,7 @@ from wanforge.media.errors import MediaError
 from wanforge.media.storage import Storage
 from wanforge.store import metrics, retention
 from wanforge.store.db import Database, utcnow
+from wanforge.worker.orphans import sweep_orphaned_outputs
 
 log = logging.getLogger("wanforge.retention")
 
@@ -100,12 +103,23 @@ class RetentionSweeper:
             )
         return SweepReport(predictions, files, uploads)
 
+    def sweep_storage(self) -> int:
+        """Remove what writers killed mid-job left in storage, not written for
+        `WANFORGE_STALE_TMP_S`: unfinished writes, and outputs no prediction recorded
+        (`worker/orphans.py`). Workers do it when they start; this does it without waiting for one."""
+        now = time.time()
+        removed = self.storage.sweep_unfinished(self.settings.stale_tmp_s, now)
+        removed += sweep_orphaned_outputs(self.db, self.storage, self.settings.stale_tmp_s, now)
+        if removed:
+            log.info("storage sweep: removed %d unfinished or unrecorded file(s)", removed)
+        return removed
+
     async def run(self, stop: asyncio.Event) -> None:
-        if self.settings.retention_s is None:
-            return
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.sweep_once)
+                if self.settings.retention_s is not None:
+                    await asyncio.to_thread(self.sweep_once)
+                await asyncio.to_thread(self.sweep_storage)
             except Exception:
                 log.exception("retention sweep failed; trying again later")
             with contextlib.suppress(TimeoutError):

@@ -63,14 +63,16 @@ def planned(ctx: Planning | str, kind: str, **work: Any) -> dict[str, Any]:
     planning = ctx.module
     try:
         if kind == "train":
-            request = planning.TrainingRequest(
+            from wanforge.training import plan as training_plan
+
+            request = training_plan.TrainingRequest(
                 frames=work["frames"],
                 height=work["height"],
                 width=work["width"],
                 rank=work["rank"],
                 gradient_checkpointing="on",
             )
-            result = planning.plan_training(ctx.card, ctx.sizes, request, ctx.options)
+            result = training_plan.plan_training(ctx.card, ctx.sizes, request, ctx.options)
             peak, how = result.peak_bytes, f"plan: training, {'fits' if result.fits else 'does not fit'}"
         elif (
             kind == "forward"

@@ -23,12 +23,12 @@ from wanforge.engine.simulate import (
     SIZES,
     Simulated,
     simulate_forward,
-    simulate_training_step,
     simulate_vae_decode,
     simulate_vae_encode,
 )
 from wanforge.training.memory import MemoryOptions
 from wanforge.training.preflight import ModelSpec, Window, estimate
+from wanforge.training.simulate import simulate_training_step
 
 GIB = 2**30
 A14B = plan.ModelSizes.A14B

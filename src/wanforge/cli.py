@@ -571,8 +571,12 @@ def plan(
     sizes = planning.ModelSizes.A14B
     try:
         if train:
-            request = planning.training_request_from_settings(settings, frames=frames, rank=rank)
-            result = planning.plan_training(card, sizes, request, planning.options_from_settings(settings))
+            from wanforge.training import plan as training_plan
+
+            request = training_plan.training_request_from_settings(settings, frames=frames, rank=rank)
+            result = training_plan.plan_training(
+                card, sizes, request, planning.options_from_settings(settings)
+            )
         else:
             options = planning.options_from_settings(settings)
             result = planning.plan_generation(
@@ -602,7 +606,9 @@ def _simulated_peaks(result: Any) -> dict[str, float]:
     gib = 2**30
     if result.task == "train":
         memory = MemoryOptions(fp8_base=result.fp8 == "storage")
-        step = simulate.simulate_training_step(
+        from wanforge.training.simulate import simulate_training_step
+
+        step = simulate_training_step(
             result.frames, width=result.width, height=result.height, rank=result.rank,
             gradient_checkpointing=bool(result.gradient_checkpointing), memory=memory,
         )  # fmt: skip

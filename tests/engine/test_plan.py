@@ -14,11 +14,9 @@ from wanforge.engine.plan import (
     Card,
     ModelSizes,
     Options,
-    TrainingRequest,
     card_from_name,
     decode_activation_bytes,
     plan_generation,
-    plan_training,
 )
 
 A14B = ModelSizes.A14B
@@ -111,38 +109,9 @@ def test_training_never_runs_sage_or_flash_attention_3() -> None:
     assert plan_generation(l40s, A14B).attention == "sage"
     for card in (h100, l40s):
         assert plan_generation(card, A14B).training_attention == "_native_cudnn"
-        assert plan_training(card, A14B).training_attention == "_native_cudnn"
     no_cudnn = replace(h100, cudnn=False)
     assert plan_generation(no_cudnn, A14B).training_attention == "native"
     assert plan_generation(no_cudnn, A14B, Options(attention="sage")).training_attention == "native"
-
-
-# (fits, gradient checkpointing) for 33 and 81 frames at 480x832, rank 32, default options
-TRAINING = {
-    "h100-80gb": [(True, True), (True, True)],
-    "h200-141gb": [(True, True), (True, True)],
-    "a100-80gb": [(True, True), (True, True)],
-    "l40s-48gb": [(True, True), (False, True)],
-    "rtx4090-24gb": [(False, True), (False, True)],
-    "32gb": [(False, True), (False, True)],
-}
-
-
-def test_training_plans_for_each_card() -> None:
-    for name in SIX:
-        plans = [plan_training(card_from_name(name), A14B, TrainingRequest(frames=f)) for f in (33, 81)]
-        assert [(p.fits, p.gradient_checkpointing) for p in plans] == TRAINING[name], name
-        for p in plans:
-            assert p.memory_mode == "trainer" and p.resident == ("transformer",)
-    assert plan_training(CARDS["l40s-48gb"], A14B, TrainingRequest(frames=81)).advice[0] == (
-        "set WANFORGE_TRAIN_FP8_BASE=1 (about 40.2 GiB)"
-    )
-    assert plan_training(CARDS["rtx4090-24gb"], A14B, TrainingRequest(frames=33)).advice == (
-        "set WANFORGE_TRAIN_FP8_BASE=1 and WANFORGE_TRAIN_OFFLOAD=activations (about 21.4 GiB)",
-    )
-    fp8_offload = TrainingRequest(frames=33, fp8_base=True, offload=True)
-    assert plan_training(CARDS["rtx4090-24gb"], A14B, fp8_offload).fits is True  # 21.4 of 21.5 GiB available
-    assert plan_training(CARDS["rtx4090-24gb"], A14B, replace(fp8_offload, frames=81)).fits is False
 
 
 def test_settings_that_cannot_run_are_refused() -> None:

@@ -17,7 +17,7 @@ from wanforge.engine.simulate import (
     DEVICE,
     SIZES,
     AllocationCounter,
-    _fake_mode,
+    fake_mode,
     meta_expert,
     simulate_forward,
     simulate_vae_decode,
@@ -29,7 +29,7 @@ SIZES_A14B = plan.ModelSizes.A14B
 def test_the_counter_counts_what_torch_mem_tracker_counts() -> None:
     """torch's own MemTracker and the counter agree on the peak of a real (2-block) expert forward."""
     model = meta_expert(2)
-    with _fake_mode():
+    with fake_mode():
         model.to_empty(device=DEVICE)
         hidden = torch.empty(1, A14B["in_channels"], 5, 30, 52, dtype=torch.bfloat16)
         text = torch.empty(1, 512, A14B["text_dim"], dtype=torch.bfloat16)
@@ -53,7 +53,7 @@ def test_the_counter_counts_what_torch_mem_tracker_counts() -> None:
 
 
 def test_a_view_is_counted_once_and_a_freed_tensor_is_uncounted() -> None:
-    with _fake_mode():
+    with fake_mode():
         x = torch.empty(1024, 1024)  # 4 MiB, held before counting starts
         counter = AllocationCounter()
         assert counter.hold([x, x.view(-1)]) == 4 * 2**20

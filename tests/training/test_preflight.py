@@ -330,7 +330,8 @@ def test_the_estimate_is_within_10_percent_of_the_simulated_step(options: str) -
     block inputs is per block or per token) trained one step at the shipped 33-frame window,
     rank 32, under FakeTensorMode (wanforge.engine.simulate); the estimate without overhead is the
     same kind of figure (live tensor bytes)."""
-    from wanforge.engine.simulate import meta_expert, simulate_training_step
+    from wanforge.engine.simulate import meta_expert
+    from wanforge.training.simulate import simulate_training_step
 
     checkpointing, memory = SIMULATED[options]
     spec = ModelSpec.from_transformer(meta_expert(2))
@@ -344,7 +345,8 @@ def test_the_estimate_is_within_10_percent_of_the_simulated_step(options: str) -
 def test_the_per_block_term_is_within_10_percent_of_the_simulation() -> None:
     """Linearity in depth: one block more adds what the estimate says it adds (no checkpointing,
     where every block's saved tensors stay; 2 -> 3 blocks at 17 frames)."""
-    from wanforge.engine.simulate import meta_expert, simulate_training_step
+    from wanforge.engine.simulate import meta_expert
+    from wanforge.training.simulate import simulate_training_step
 
     def both(layers: int) -> tuple[int, int]:
         spec = ModelSpec.from_transformer(meta_expert(layers))

@@ -21,7 +21,6 @@ compares them) but updates per-module statistics on every op: 19 s instead of 0.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 import weakref
@@ -31,14 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.hooks.layerwise_casting import LayerwiseCastingHook
 from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-
-from wanforge.training.memory import MemoryOptions
 
 # Wan2.2-I2V-A14B, each expert (transformer/config.json of the diffusers checkpoint)
 A14B: dict[str, Any] = {
@@ -135,12 +131,12 @@ class Simulated:
         return self.resident_bytes + self.activation_bytes
 
 
-def _fake_mode() -> FakeTensorMode:
+def fake_mode() -> FakeTensorMode:
     # the meta model's buffers (rope tables) are not fake tensors yet when to_empty copies them
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
-def _tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+def module_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
     return [*module.parameters(), *module.buffers()]
 
 
@@ -175,7 +171,7 @@ def tokens(width: int, height: int, frames: int) -> int:
 
 
 @contextmanager
-def _timed(into: list[float]) -> Iterator[None]:
+def timed(into: list[float]) -> Iterator[None]:
     started = time.perf_counter()
     yield
     into.append(time.perf_counter() - started)
@@ -186,16 +182,16 @@ def simulate_forward(
 ) -> Simulated:
     """One expert forward (bf16, no grad, native SDPA) on one video: the denoising step's peak."""
     seconds: list[float] = []
-    with _timed(seconds):
+    with timed(seconds):
         model = meta_expert(num_layers)  # outside the fake mode: to_empty swaps meta for fake
-        with _fake_mode():
+        with fake_mode():
             model.to_empty(device=DEVICE)
             f, h, w = latent_grid(width, height, frames)
             hidden = torch.empty(1, A14B["in_channels"], f, h, w, dtype=torch.bfloat16)
             text = torch.empty(1, TEXT_TOKENS, A14B["text_dim"], dtype=torch.bfloat16)
             timestep = torch.tensor([900.0])
             counter = AllocationCounter()
-            resident = counter.hold([*_tensors(model), hidden, text, timestep])
+            resident = counter.hold([*module_tensors(model), hidden, text, timestep])
             with counter, torch.no_grad():
                 model(hidden_states=hidden, encoder_hidden_states=text, timestep=timestep, return_dict=False)
     return Simulated(
@@ -213,16 +209,16 @@ def simulate_vae_decode(width: int, height: int, frames: int = 81, *, tiled: boo
     """The VAE decode as the engine runs it: float32, one video, tiled when asked (diffusers'
     default 256-pixel tiles every 192, what ``WANFORGE_VAE_TILING=auto`` uses above 720p)."""
     seconds: list[float] = []
-    with _timed(seconds):
+    with timed(seconds):
         vae = meta_vae()
         if tiled:
             vae.enable_tiling()
-        with _fake_mode():
+        with fake_mode():
             vae.to_empty(device=DEVICE)
             f, h, w = latent_grid(width, height, frames)
             latents = torch.empty(1, LATENT_CHANNELS, f, h, w, dtype=torch.float32)
             counter = AllocationCounter()
-            resident = counter.hold([*_tensors(vae), latents])
+            resident = counter.hold([*module_tensors(vae), latents])
             with counter, torch.no_grad():
                 vae.decode(latents, return_dict=False)
     return Simulated(
@@ -237,129 +233,13 @@ def simulate_vae_encode(width: int, height: int, frames: int = 81) -> Simulated:
     """The VAE encode of the I2V condition as the pipeline runs it: a float32 video of the first
     frame and zeros, ``frames`` long, encoded untiled (resident: the VAE and that video)."""
     seconds: list[float] = []
-    with _timed(seconds):
+    with timed(seconds):
         vae = meta_vae()
-        with _fake_mode():
+        with fake_mode():
             vae.to_empty(device=DEVICE)
             video = torch.empty(1, 3, frames, height, width, dtype=torch.float32)
             counter = AllocationCounter()
-            resident = counter.hold([*_tensors(vae), video])
+            resident = counter.hold([*module_tensors(vae), video])
             with counter, torch.no_grad():
                 vae.encode(video)
     return Simulated(f"VAE encode {width}x{height}x{frames}", resident, counter.peak - resident, seconds[0])
-
-
-@contextmanager
-def _layerwise_casting_by_set_data() -> Iterator[None]:
-    """diffusers' fp8 layerwise-casting hook, with its ``module.to(dtype)`` done as ``.data =``.
-
-    ``nn.Module._apply`` always swaps a fake parameter for a new one (``swap_tensors``), which
-    refuses a tensor that FakeTensorMode holds a weak reference to; on real tensors ``.to(dtype)``
-    assigns ``.data``, which is what this does (the old storage lives on where a view of it was
-    saved for backward, exactly as on a GPU)."""
-
-    def cast(module: torch.nn.Module, dtype: torch.dtype) -> None:
-        for param in module.parameters(recurse=False):
-            param.data = param.data.to(dtype)
-
-    def pre_forward(self: Any, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        cast(module, self.compute_dtype)
-        return args, kwargs
-
-    def post_forward(self: Any, module: torch.nn.Module, output: Any) -> Any:
-        cast(module, self.storage_dtype)
-        return output
-
-    hook = LayerwiseCastingHook
-    saved = hook.pre_forward, hook.post_forward
-    hook.pre_forward, hook.post_forward = pre_forward, post_forward  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        hook.pre_forward, hook.post_forward = saved  # type: ignore[method-assign]
-
-
-@contextmanager
-def _offload_to_host() -> Iterator[None]:
-    """``torch.autograd.graph.save_on_cpu`` for the simulation: what autograd saves moves to the
-    host and back for backward. On the simulated CPU device ``save_on_cpu`` would copy to the same
-    device, so the host is the meta device here (not counted), as the CPU is for a CUDA trainer."""
-
-    def pack(tensor: torch.Tensor) -> tuple[torch.device, torch.Tensor]:
-        return tensor.device, tensor.to(HOST)
-
-    def unpack(packed: tuple[torch.device, torch.Tensor]) -> torch.Tensor:
-        device, tensor = packed
-        return tensor.to(device)
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        yield
-
-
-def simulate_training_step(
-    frames: int,
-    *,
-    width: int = 832,
-    height: int = 480,
-    rank: int = 32,
-    gradient_checkpointing: bool = True,
-    memory: MemoryOptions | None = None,
-    num_layers: int | None = None,
-) -> Simulated:
-    """One LoRA training step of one expert, in its steady state, as ``ExpertTrainer`` runs it:
-    the trainer's ``add_lora`` and memory options (``memory``: LoRA compute dtype, fp8 base,
-    activation offload) on the real expert, ``flow_matching_loss``, backward, gradient clipping
-    and the AdamW step. ``resident_bytes``: the expert's weights (fp8 blocks under ``fp8_base``),
-    the LoRA parameters, AdamW's two moments (they exist from the second step on) and the batch;
-    the peak above them holds the activations and the gradients."""
-    from wanforge.training.lora import add_lora, lora_parameters
-    from wanforge.training.memory import Fp8Base, lora_compute_in_base_dtype
-    from wanforge.training.trainer import MAX_GRAD_NORM, WEIGHT_DECAY, Batch, flow_matching_loss
-
-    options = memory or MemoryOptions()
-    seconds: list[float] = []
-    # the casting hooks bind their methods when registered, so the patch spans the whole step
-    with _timed(seconds), _layerwise_casting_by_set_data():
-        model = meta_expert(num_layers)  # the LoRA too is made on meta, outside the fake mode
-        add_lora(model, rank, None, torch.Generator().manual_seed(0))
-        if options.lora_compute == "base":
-            lora_compute_in_base_dtype(model)
-        if options.fp8_base:  # on meta too: a fake parameter cannot be swapped by `.to(dtype)`
-            Fp8Base.enable(model, torch.bfloat16)
-        with _fake_mode():
-            model.to_empty(device=DEVICE)  # the trainer's move to the device
-            if gradient_checkpointing:
-                model.enable_gradient_checkpointing()
-            f, h, w = latent_grid(width, height, frames)
-            batch = Batch(
-                latents=torch.empty(1, LATENT_CHANNELS, f, h, w),
-                condition=torch.empty(1, CONDITION_CHANNELS, f, h, w),
-                text=torch.empty(1, TEXT_TOKENS, A14B["text_dim"]),
-                noise=torch.empty(1, LATENT_CHANNELS, f, h, w),
-                timesteps=torch.tensor([500.0]),
-            )
-            params = list(lora_parameters(model).values())
-            optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=WEIGHT_DECAY)
-            for param in params:  # a first step makes AdamW's state, as the trainer's first step does
-                param.grad = torch.zeros_like(param)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
-            counter = AllocationCounter()
-            resident = counter.hold(
-                [*_tensors(model), *state, batch.latents, batch.condition, batch.text, batch.noise]
-            )
-            with counter:
-                with _offload_to_host() if options.offload == "activations" else contextlib.nullcontext():
-                    loss = flow_matching_loss(model, batch)
-                loss.backward()
-                del loss
-                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-    what = (
-        f"training step {width}x{height}x{frames} rank {rank}"
-        f" checkpointing {'on' if gradient_checkpointing else 'off'}, LoRA compute {options.lora_compute}"
-        f"{', fp8 base' if options.fp8_base else ''}{', offload' if options.offload != 'none' else ''}"
-    )
-    return Simulated(what, resident, counter.peak - resident, seconds[0])

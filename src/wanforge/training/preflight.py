@@ -33,7 +33,7 @@ PATCH = (1, 2, 2)  # the transformer's patch embedding
 # float32 LoRA weight + its gradient + AdamW's exp_avg and exp_avg_sq
 LORA_BYTES_PER_PARAM = 16
 # Per token, calibrated against the full-size simulation of a training step
-# (`wanforge.engine.simulate.simulate_training_step`: the real A14B expert, the trainer's own LoRA,
+# (`wanforge.training.simulate.simulate_training_step`: the real A14B expert, the trainer's own LoRA,
 # loss, backward and AdamW under FakeTensorMode; `tests/training/test_preflight.py` holds the
 # estimate within 10% of it). What one block keeps for backward, read off autograd's saved tensors
 # of a simulated A14B block (bf16, base-dtype LoRA): in the compute dtype, 11 tensors of width

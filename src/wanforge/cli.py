@@ -554,6 +554,7 @@ def plan(
     against the full-size simulation), whether it fits and what to change when it does not.
     Exit code 1 when it does not fit. Builds no model."""
     import json
+    import logging
 
     from wanforge.engine import plan as planning
 
@@ -571,6 +572,8 @@ def plan(
     sizes = planning.ModelSizes.A14B
     try:
         if train:
+            for noisy in ("torchao", "torch.utils._pytree", "transformers"):  # import-time chatter
+                logging.getLogger(noisy).setLevel(logging.ERROR)
             from wanforge.training import plan as training_plan
 
             request = training_plan.training_request_from_settings(settings, frames=frames, rank=rank)

@@ -36,22 +36,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-# Wan2.2-I2V-A14B, each expert (transformer/config.json of the diffusers checkpoint)
-A14B: dict[str, Any] = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 40,
-    "attention_head_dim": 128,
-    "in_channels": 36,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 13824,
-    "num_layers": 40,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "rope_max_seq_len": 1024,
-}
+from wanforge.engine.random_model import A14B_EXPERT, A14B_VAE
+
+# Wan2.2-I2V-A14B, each expert: the one copy of its config (random_model.A14B_EXPERT)
+A14B: dict[str, Any] = A14B_EXPERT
 TEXT_TOKENS = 512
 LATENT_CHANNELS = 16
 CONDITION_CHANNELS = 20  # the I2V condition: 16 VAE channels + the 4-channel first-frame mask
@@ -202,7 +190,7 @@ def simulate_forward(
 def meta_vae() -> AutoencoderKLWan:
     """The Wan 2.1 VAE of Wan 2.2 A14B at its full config (diffusers' defaults), float32."""
     with torch.device("meta"):
-        return AutoencoderKLWan()
+        return AutoencoderKLWan(**A14B_VAE)
 
 
 def simulate_vae_decode(width: int, height: int, frames: int = 81, *, tiled: bool = False) -> Simulated:

@@ -13,18 +13,21 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
-AttentionBackend = Literal["_flash_3", "sage", "_native_cudnn", "native"]
+from wanforge.engine.plan import ATTENTION_PREFERENCE
+from wanforge.engine.plan import TRAINABLE as TRAINABLE  # re-exported with the backend type
+from wanforge.engine.plan import AttentionBackend as AttentionBackend  # re-exported: the engine names it here
+
+# The backend names, their preference and the trainable ones are the torch-free plan's (one list):
+# TRAINABLE have a backward pass. SageAttention's kernel has none (q/k/v LoRAs would silently get
+# no gradient) and diffusers' FA3 op has no autograd (backward fails).
 AttentionChoice = Literal["auto", "_flash_3", "sage", "_native_cudnn", "native"]
-PREFERENCE: tuple[AttentionBackend, ...] = get_args(AttentionBackend)
+PREFERENCE: tuple[AttentionBackend, ...] = ATTENTION_PREFERENCE
 SETTING = "WANFORGE_ATTENTION_BACKEND"
-# The backends with a backward pass, for LoRA training. SageAttention's kernel has none (q/k/v
-# LoRAs would silently get no gradient) and diffusers' FA3 op has no autograd (backward fails).
-TRAINABLE: tuple[AttentionBackend, ...] = ("_native_cudnn", "native")
 
 
 @dataclass(frozen=True)

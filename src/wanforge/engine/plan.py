@@ -35,7 +35,7 @@ PREFERENCE: tuple[MemoryMode, ...] = get_args(MemoryMode)
 Fp8Mode = Literal["off", "storage", "compute"]
 AttentionBackend = Literal["_flash_3", "sage", "_native_cudnn", "native"]
 ATTENTION_PREFERENCE: tuple[AttentionBackend, ...] = get_args(AttentionBackend)
-# backends with a backward pass (the same list as engine.attention.TRAINABLE)
+# backends with a backward pass, for LoRA training (engine.attention uses these lists too)
 TRAINABLE: tuple[AttentionBackend, ...] = ("_native_cudnn", "native")
 CompileMode = Literal["off", "regional"]
 # torchao's float8 kernels (torch._scaled_mm) need sm89+
